@@ -1,0 +1,171 @@
+// Command mxguard is an email security gateway that runs as a milter beside
+// Postfix or Sendmail.
+//
+//	mxguard serve        [-config PATH]   run the milter
+//	mxguard check-config [-config PATH]   validate and print the effective configuration
+//	mxguard version                       print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/mxguard/mxguard/logstore"
+	"github.com/mxguard/mxguard/milter"
+	"github.com/mxguard/mxguard/policy"
+	"github.com/mxguard/mxguard/scanners/resolver"
+	"github.com/mxguard/mxguard/scanners/spf"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `usage: mxguard <command> [flags]
+
+commands:
+  serve         run the milter (flags: -config PATH)
+  check-config  validate the configuration and print it with defaults filled in (flags: -config PATH)
+  version       print the version
+
+The default configuration file is ` + policy.DefaultPath + `.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return cmdServe(args[1:], stderr)
+	case "check-config":
+		return cmdCheckConfig(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "mxguard", versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "mxguard: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// configFlag parses the flags every config-reading command takes.
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet("mxguard "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", policy.DefaultPath, "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mxguard %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", false
+	}
+	return *path, true
+}
+
+func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("check-config", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := policy.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "mxguard:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "# %s is valid; the effective configuration:\n%s", path, cfg.Effective())
+	return 0
+}
+
+func cmdServe(args []string, stderr io.Writer) int {
+	path, ok := configFlag("serve", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := policy.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "mxguard:", err)
+		return 1
+	}
+	log := newLogger(cfg.Log.Level, stderr)
+	if err := serve(cfg, log); err != nil {
+		log.Error("mxguard stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // validated with the configuration
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// serve wires the parts together and runs until SIGTERM or SIGINT; then it
+// stops accepting, lets running sessions finish (milter.shutdown_timeout),
+// flushes the log and returns nil.
+func serve(cfg *policy.Config, log *slog.Logger) error {
+	res, err := resolver.New(resolver.Config{Server: cfg.DNS.Resolver, Timeout: cfg.DNS.Timeout.Duration, CacheSize: cfg.DNS.CacheSize})
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	store, err := logstore.Open(logstore.Options{Path: cfg.Log.Path, Synchronous: cfg.Log.Synchronous, Logger: log})
+	if err != nil {
+		return fmt.Errorf("transaction log: %w", err)
+	}
+	defer store.Close()
+
+	engine := policy.NewEngine(cfg, &spf.Checker{Resolver: res})
+	ln, err := milter.Listen(cfg.Milter)
+	if err != nil {
+		return fmt.Errorf("milter.listen: %w", err)
+	}
+	srv := milter.NewServer(engine, store, log)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("mxguard listening", "addr", ln.Addr().String(), "version", versionString(), "log", cfg.Log.Path)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String(), "sessions", srv.Active())
+	case err := <-served:
+		return fmt.Errorf("milter server: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Milter.ShutdownTimeout.Duration)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("shutdown", "err", err)
+	}
+	if err := store.Close(); err != nil {
+		return fmt.Errorf("closing the transaction log: %w", err)
+	}
+	log.Info("mxguard stopped")
+	return nil
+}

@@ -1,0 +1,410 @@
+package milter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/mxguard/mxguard/logstore"
+	"github.com/mxguard/mxguard/policy"
+)
+
+// actionAborted is the log's action for a transaction that never finished.
+const actionAborted = "aborted"
+
+// session handles one milter connection, which MTAs open per SMTP
+// connection. go-milter calls its methods one at a time.
+type session struct {
+	srv  *Server
+	id   uint64
+	log  *slog.Logger
+	busy bool // opened beyond milter.max_sessions
+
+	conn      policy.Connection
+	connected bool
+	rows      int // transaction rows written on this connection
+
+	// The current transaction, from MAIL FROM to its end.
+	trx       *policy.Transaction
+	trxCancel context.CancelFunc
+	rec       logstore.Record
+	queueID   string
+	headers   []policy.Header
+	hdrBytes  int
+	size      int64
+}
+
+func (s *Server) newSession() *session {
+	id := s.sessions.Add(1)
+	sess := &session{srv: s, id: id, log: s.log.With("session", id)}
+	s.wg.Add(1)
+	return sess
+}
+
+func (s *session) cfg() *policy.Config { return s.srv.engine.Config() }
+
+// stageContext bounds the checks of one stage.
+func (s *session) stageContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.srv.base, s.cfg().Milter.CheckTimeout.Duration)
+}
+
+// recoverPanic turns a panic in a stage into a tempfail for the client and a
+// log row, so one bad session never takes the daemon down.
+func (s *session) recoverPanic(at stage, resp **milter.Response, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	s.log.Error("panic in milter session", "stage", at, "panic", p, "stack", string(debug.Stack()))
+	v := policy.Trouble(policy.InternalError, fmt.Errorf("panic: %v", p))
+	*resp, *err = response(v, at), nil
+	// Logging must not panic again inside this deferred call: that would
+	// end the process.
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic while logging a panicked session", "panic", p)
+			s.trx = nil
+		}
+	}()
+	if s.trx != nil {
+		s.finish(v.Action.String(), v)
+	} else {
+		s.saveConnectionRow(v.Action.String(), v)
+	}
+}
+
+func (s *session) NewConnection(m milter.Modifier) error {
+	if n := s.srv.active.Add(1); n > int64(s.cfg().Milter.MaxSessions) {
+		s.busy = true
+	}
+	return nil
+}
+
+func (s *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverPanic(atConnect, &resp, &err)
+	s.conn = policy.Connection{ClientName: host, Daemon: m.Get(milter.MacroDaemonName), IfAddr: m.Get(milter.MacroIfAddr)}
+	if family == "tcp4" || family == "tcp6" {
+		s.conn.ClientIP, _ = netip.ParseAddr(addr)
+	}
+	s.connected = true
+	s.log = s.log.With("client", addr)
+	if s.busy {
+		v := policy.BusyVerdict(s.cfg().Milter.MaxSessions)
+		s.saveConnectionRow(v.Action.String(), v)
+		return response(v, atConnect), nil
+	}
+	v := s.srv.engine.Connect(&s.conn)
+	if v.Action.Refuses() {
+		s.saveConnectionRow(v.Action.String(), v)
+	}
+	return response(v, atConnect), nil
+}
+
+func (s *session) Helo(name string, m milter.Modifier) (*milter.Response, error) {
+	s.conn.Helo = name
+	return milter.RespContinue, nil
+}
+
+func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverPanic(atMail, &resp, &err)
+	if s.trx != nil {
+		s.finish(actionAborted, policy.Verdict{Reason: policy.Aborted})
+	}
+	var ctx context.Context
+	ctx, s.trxCancel = context.WithCancel(s.srv.base)
+	s.trx = s.srv.engine.NewTransaction(&s.conn)
+	s.trx.MailFrom = cleanAddr(from)
+	s.trx.AuthUser = m.Get(milter.MacroAuthAuthen)
+	s.trx.AuthType = m.Get(milter.MacroAuthType)
+	s.rec = logstore.Record{}
+	s.headers, s.hdrBytes, s.size = nil, 0, 0
+	s.noteQueueID(m)
+
+	v := s.srv.engine.Mail(ctx, s.trx)
+	if v.Action.Refuses() {
+		return s.finish(v.Action.String(), v), nil
+	}
+	return response(v, atMail), nil
+}
+
+func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverPanic(atRcpt, &resp, &err)
+	if s.trx == nil {
+		return milter.RespContinue, nil
+	}
+	s.noteQueueID(m)
+	ctx, cancel := s.stageContext()
+	defer cancel()
+	v := s.srv.engine.Rcpt(ctx, s.trx, cleanAddr(rcpt))
+	if v.Action.Refuses() {
+		// The row must exist by the time the client hears the refusal:
+		// this may be the transaction's last reply.
+		if err := s.save(s.summary()); err != nil {
+			v = policy.Trouble(policy.LogUnavailable, err)
+			s.trx.Recipients[len(s.trx.Recipients)-1].Verdict = v
+		}
+	}
+	return response(v, atRcpt), nil
+}
+
+func (s *session) Data(m milter.Modifier) (*milter.Response, error) {
+	s.noteQueueID(m)
+	return milter.RespContinue, nil
+}
+
+func (s *session) Header(name, value string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverPanic(atHeader, &resp, &err)
+	if s.trx == nil {
+		return milter.RespContinue, nil
+	}
+	s.headers = append(s.headers, policy.Header{Name: name, Value: value})
+	s.hdrBytes += len(name) + len(value) + 3 // ":" and CRLF
+	limits := s.cfg().Milter
+	if len(s.headers) > limits.MaxHeaders || s.hdrBytes > limits.MaxHeaderBytes {
+		v := policy.HeaderTooLargeVerdict(limits.MaxHeaders, limits.MaxHeaderBytes)
+		return s.finish(v.Action.String(), v), nil
+	}
+	return milter.RespContinue, nil
+}
+
+func (s *session) Headers(m milter.Modifier) (*milter.Response, error) {
+	s.noteQueueID(m)
+	return milter.RespContinue, nil
+}
+
+func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
+	s.size += int64(len(chunk))
+	return milter.RespContinue, nil
+}
+
+func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverPanic(atEOM, &resp, &err)
+	if s.trx == nil {
+		return milter.RespAccept, nil
+	}
+	s.noteQueueID(m)
+	ctx, cancel := s.stageContext()
+	defer cancel()
+	v := s.srv.engine.EndOfMessage(ctx, s.trx, &policy.Message{Headers: s.headers})
+	if ctx.Err() != nil {
+		v = policy.Trouble(policy.InternalError, fmt.Errorf("end-of-message checks ran out of time: %w", context.Cause(ctx)))
+	}
+	for _, h := range v.AddHeaders {
+		s.rec.HeadersAdded = append(s.rec.HeadersAdded, h.Name+":"+h.Value)
+	}
+	resp, logged := s.finishLogged(v.Action.String(), v)
+	if !logged || v.Action.Ends() {
+		return resp, nil
+	}
+	if err := applyEdits(m, v); err != nil {
+		// The MTA is gone or refused the edit; it applies its own
+		// milter_default_action. The row already says what we decided.
+		s.log.Error("cannot apply header edits", "queue_id", s.queueID, "err", err)
+		return nil, err
+	}
+	return resp, nil
+}
+
+// applyEdits sends the header deletions, insertions and quarantine of a
+// verdict. Deletions come first and last-to-first (see policy.forgedHeaders).
+func applyEdits(m milter.Modifier, v policy.Verdict) error {
+	for _, ref := range v.DeleteHeaders {
+		if err := m.ChangeHeader(ref.Index, ref.Name, ""); err != nil {
+			return err
+		}
+	}
+	for i := len(v.AddHeaders) - 1; i >= 0; i-- { // each goes to the top
+		if err := m.InsertHeader(0, v.AddHeaders[i].Name, v.AddHeaders[i].Value); err != nil {
+			return err
+		}
+	}
+	if v.Action == policy.Quarantine {
+		return m.Quarantine(v.Quarantine)
+	}
+	return nil
+}
+
+func (s *session) Abort(m milter.Modifier) error {
+	if s.trx != nil {
+		s.finish(actionAborted, policy.Verdict{Reason: policy.Aborted})
+	}
+	return nil
+}
+
+func (s *session) Unknown(cmd string, m milter.Modifier) (*milter.Response, error) {
+	return milter.RespContinue, nil
+}
+
+func (s *session) Cleanup(m milter.Modifier) {
+	defer s.srv.wg.Done()
+	defer s.srv.active.Add(-1)
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic in milter session cleanup", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	if s.trx != nil {
+		s.finish(actionAborted, policy.Verdict{Reason: policy.Aborted})
+	}
+	if s.connected && s.rows == 0 {
+		s.saveConnectionRow(actionAborted, policy.Verdict{Reason: policy.NoTransaction})
+	}
+}
+
+func (s *session) noteQueueID(m milter.Modifier) {
+	if id := m.Get(milter.MacroQueueId); id != "" && id != s.queueID {
+		s.queueID = id
+		s.log = s.log.With("queue_id", id)
+	}
+}
+
+// finish ends the current transaction with action and verdict: it writes
+// the row and returns the response for the client. A transaction whose row
+// cannot be committed is tempfailed: never accept what was not logged.
+// An aborted transaction whose recipients were all refused is logged with
+// the refusal, since that is the answer the client got.
+func (s *session) finish(action string, v policy.Verdict) *milter.Response {
+	resp, _ := s.finishLogged(action, v)
+	return resp
+}
+
+// finishLogged is finish that also tells whether the row was committed.
+func (s *session) finishLogged(action string, v policy.Verdict) (*milter.Response, bool) {
+	if action == actionAborted {
+		if sum := s.summary(); sum.Action != actionAborted {
+			action, v = sum.Action, sum.Verdict
+		}
+	}
+	s.rec.Action, s.rec.Reason, s.rec.Reply = action, string(v.Reason), v.Reply()
+	if v.Err != nil {
+		s.rec.Error = v.Err.Error()
+	}
+	s.fillRecord()
+	// Refusals read the same at every stage; the rest is end of message.
+	resp := response(v, atEOM)
+	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+	defer cancel()
+	err := s.srv.store.Save(ctx, &s.rec)
+	if err != nil {
+		s.log.Error("cannot write the transaction log", "err", err)
+		resp = response(policy.Trouble(policy.LogUnavailable, err), atEOM)
+	}
+	s.log.Info("transaction", "action", s.rec.Action, "reason", s.rec.Reason, "from", s.rec.MailFrom,
+		"rcpts", len(s.rec.Recipients), "reply", s.rec.Reply, "err", s.rec.Error)
+	s.rows++
+	s.trxCancel()
+	s.trx = nil
+	return resp, err == nil
+}
+
+// summaryVerdict is how an unfinished transaction stands now.
+type summaryVerdict struct {
+	Action  string
+	Verdict policy.Verdict
+}
+
+// summary says how the transaction would be logged if it ended now: refused
+// when every recipient so far was refused, else aborted.
+func (s *session) summary() summaryVerdict {
+	rs := s.trx.Recipients
+	if len(rs) == 0 || len(s.trx.AcceptedRecipients()) > 0 {
+		return summaryVerdict{actionAborted, policy.Verdict{Reason: policy.Aborted}}
+	}
+	return summaryVerdict{rs[0].Verdict.Action.String(), rs[0].Verdict}
+}
+
+// save writes the current transaction's row as it stands (used at RCPT).
+func (s *session) save(sum summaryVerdict) error {
+	s.rec.Action, s.rec.Reason, s.rec.Reply = sum.Action, string(sum.Verdict.Reason), sum.Verdict.Reply()
+	s.fillRecord()
+	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+	defer cancel()
+	return s.srv.store.Save(ctx, &s.rec)
+}
+
+// fillRecord copies what the session knows into the row.
+func (s *session) fillRecord() {
+	t, r, cfg := s.trx, &s.rec, s.cfg()
+	r.StartedAt, r.EndedAt = t.Started, time.Now()
+	s.fillConnection()
+	r.AuthUser, r.AuthType, r.MailFrom = t.AuthUser, t.AuthType, t.MailFrom
+	msg := policy.Message{Headers: s.headers}
+	r.FromHeader, r.Subject, r.MessageID = msg.Get("From"), msg.Get("Subject"), msg.Get("Message-Id")
+	r.Size = s.size
+	if len(s.headers) > 0 {
+		r.Size += int64(s.hdrBytes) + 2 // the blank line
+	}
+	r.Direction = string(t.Direction())
+	r.Organization = ""
+	if o := t.Organization(cfg); o != nil {
+		r.Organization = o.Name
+	}
+	if ev, ok := t.SPFIfDone(); ok {
+		r.SPF, r.SPFDomain = string(ev.Result), ev.Domain
+	}
+	r.Evidence = r.Evidence[:0]
+	for _, e := range t.Evidence {
+		le := logstore.Evidence{Check: e.Check, Result: e.Result, Detail: e.Detail, Duration: e.Duration}
+		if e.Err != nil {
+			le.Error = e.Err.Error()
+		}
+		r.Evidence = append(r.Evidence, le)
+	}
+	r.Recipients = r.Recipients[:0]
+	for _, rc := range t.Recipients {
+		lr := logstore.Recipient{Address: rc.Address, Action: rc.Verdict.Action.String(), Reason: string(rc.Verdict.Reason), Reply: rc.Verdict.Reply()}
+		if rc.Organization != nil {
+			lr.Organization = rc.Organization.Name
+		}
+		r.Recipients = append(r.Recipients, lr)
+	}
+}
+
+func (s *session) fillConnection() {
+	r := &s.rec
+	r.QueueID, r.ClientName, r.Helo, r.Daemon = s.queueID, s.conn.ClientName, s.conn.Helo, s.conn.Daemon
+	r.ClientIP = ""
+	if s.conn.ClientIP.IsValid() {
+		r.ClientIP = s.conn.ClientIP.Unmap().String()
+	}
+}
+
+// saveConnectionRow logs a connection that ended without a transaction:
+// refused at connect, or closed before MAIL FROM.
+func (s *session) saveConnectionRow(action string, v policy.Verdict) {
+	s.rec = logstore.Record{StartedAt: time.Now(), EndedAt: time.Now(), Action: action, Reason: string(v.Reason), Reply: v.Reply()}
+	if v.Err != nil {
+		s.rec.Error = v.Err.Error()
+	}
+	s.fillConnection()
+	if s.conn.Trusted {
+		s.rec.Direction = string(policy.Outbound)
+	} else {
+		s.rec.Direction = string(policy.Inbound)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+	defer cancel()
+	if err := s.srv.store.Save(ctx, &s.rec); err != nil {
+		s.log.Error("cannot write the transaction log", "err", err)
+	}
+	s.rows++
+}
+
+// cleanAddr strips the angle brackets and blanks MTAs leave around
+// envelope addresses; "<>" becomes "", the null sender.
+func cleanAddr(a string) string {
+	return strings.TrimSpace(milter.RemoveAngle(strings.TrimSpace(a)))
+}
+
+// String names a stage in the debug log.
+func (at stage) String() string {
+	return [...]string{"connect", "mail", "rcpt", "header", "eom"}[at]
+}
+
+var _ milter.Milter = (*session)(nil)

@@ -1,0 +1,228 @@
+package policy
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-msgauth/authres"
+
+	"github.com/mxguard/mxguard/scanners/spf"
+)
+
+// SPFChecker evaluates SPF for a client (implemented by scanners/spf).
+type SPFChecker interface {
+	Check(ctx context.Context, ip netip.Addr, helo, sender string) spf.Evidence
+}
+
+// VerdictHeader is the header mxguard adds to tagged and quarantined mail,
+// naming the action and its reasons, so that users' mail clients can filter.
+const VerdictHeader = "X-MXGuard-Verdict"
+
+// Engine runs the checks of each stage and decides. It is safe for
+// concurrent use; each Transaction belongs to one session.
+type Engine struct {
+	cfg *Config
+	spf SPFChecker
+}
+
+// NewEngine returns an Engine for a validated configuration.
+func NewEngine(cfg *Config, spfChecker SPFChecker) *Engine {
+	return &Engine{cfg: cfg, spf: spfChecker}
+}
+
+// Config returns the configuration the Engine decides by.
+func (e *Engine) Config() *Config { return e.cfg }
+
+// Connect classifies the client and judges it by its address.
+// A client with no IP address is a local submission and counts as trusted.
+func (e *Engine) Connect(conn *Connection) Verdict {
+	ip := conn.ClientIP.Unmap()
+	conn.Trusted = !ip.IsValid() || containsAddr(e.cfg.Relay.TrustedNetworks, ip)
+	conn.Blocked = ip.IsValid() && containsAddr(e.cfg.Relay.BlockNetworks, ip)
+	return e.cfg.decideConnect(conn)
+}
+
+// Mail judges the envelope sender. ctx bounds the whole transaction: the SPF
+// check started here for unauthenticated, untrusted clients runs under it
+// (and milter.check_timeout) and is collected later, at RCPT, unless the
+// sender uses one of our domains, which needs the SPF result now.
+func (e *Engine) Mail(ctx context.Context, t *Transaction) Verdict {
+	if t.Authenticated() {
+		v := e.cfg.decideSenderLogin(t.AuthUser, t.MailFrom)
+		result := "pass"
+		if v.Action != Accept {
+			result = "fail"
+		}
+		t.record(Evidence{Check: "sender_login", Result: result, Detail: t.AuthUser + " as <" + t.MailFrom + ">"})
+		if v.Action != Accept {
+			return v
+		}
+	}
+	if t.OurUser() {
+		return accept
+	}
+	e.startSPF(ctx, t)
+	if e.cfg.IsLocalDomain(domainOf(t.MailFrom)) {
+		sctx, cancel := context.WithTimeout(ctx, e.cfg.Milter.CheckTimeout.Duration)
+		defer cancel()
+		ev := e.collectSPF(sctx, t)
+		return e.cfg.decideSpoof(t.MailFrom, ev)
+	}
+	return accept
+}
+
+// Rcpt judges one recipient and records it in the transaction. A refused
+// recipient does not end the transaction.
+func (e *Engine) Rcpt(ctx context.Context, t *Transaction, addr string) Verdict {
+	org := e.cfg.OrganizationFor(domainOf(addr))
+	var v Verdict
+	if len(t.AcceptedRecipients()) >= e.cfg.Milter.MaxRecipients {
+		v = refuse(Tempfail, 452, "4.5.3", TooManyRecipients, "more than %d recipients, send the rest in another transaction", e.cfg.Milter.MaxRecipients)
+	} else {
+		var ev *spf.Evidence
+		if org != nil && t.spf != nil {
+			collected := e.collectSPF(ctx, t)
+			ev = &collected
+		}
+		v = e.cfg.decideRecipient(t, addr, org, ev)
+	}
+	t.Recipients = append(t.Recipients, Recipient{Address: addr, Organization: org, Verdict: v})
+	return v
+}
+
+// Message is what the end-of-message stage knows of the message itself.
+type Message struct {
+	Headers []Header // in the order the MTA sent them
+}
+
+// Get returns the first value of the named header, trimmed.
+func (m *Message) Get(name string) string {
+	for _, h := range m.Headers {
+		if strings.EqualFold(h.Name, name) {
+			return strings.TrimSpace(h.Value)
+		}
+	}
+	return ""
+}
+
+// EndOfMessage combines the recipients' verdicts into the verdict on the
+// message and computes its header edits: Authentication-Results added at the
+// top, forgeries of ours removed. Content checks (spam, virus, DKIM, DMARC)
+// join here, running concurrently, each under its own deadline within ctx.
+func (e *Engine) EndOfMessage(ctx context.Context, t *Transaction, msg *Message) Verdict {
+	v := decideMessage(t)
+	if v.Action.Ends() {
+		return v
+	}
+	v.DeleteHeaders = e.forgedHeaders(msg)
+	v.AddHeaders = append(v.AddHeaders, Header{Name: "Authentication-Results", Value: e.authResults(ctx, t)})
+	if v.Action == Tag || v.Action == Quarantine {
+		v.AddHeaders = append(v.AddHeaders, Header{Name: VerdictHeader, Value: v.Action.String() + "; reasons=" + messageReasons(t)})
+	}
+	return v
+}
+
+// authResults renders our Authentication-Results (RFC 8601) for the message.
+func (e *Engine) authResults(ctx context.Context, t *Transaction) string {
+	var results []authres.Result
+	if ev, ok := t.SPF(ctx); ok {
+		r := &authres.SPFResult{Value: authres.ResultValue(ev.Result), Helo: t.Conn.Helo}
+		if t.MailFrom != "" {
+			r.From = t.MailFrom
+		}
+		results = append(results, r)
+	}
+	if t.Authenticated() {
+		results = append(results, &authres.AuthResult{Value: authres.ResultPass, Auth: t.AuthUser})
+	}
+	return " " + authres.Format(e.cfg.Hostname, results)
+}
+
+// forgedHeaders finds incoming headers that claim to be ours:
+// Authentication-Results with our authserv-id (a forger's way to make a
+// message look verified) and our verdict header. They are deleted from the
+// last to the first, because deleting shifts the indexes of those after it
+// (forward deletion left forgeries behind in OpenDKIM, CVE-2022-48521).
+func (e *Engine) forgedHeaders(msg *Message) []HeaderRef {
+	var refs []HeaderRef
+	count := map[string]int{}
+	for _, h := range msg.Headers {
+		name := strings.ToLower(h.Name)
+		count[name]++
+		switch {
+		case name == "authentication-results" && strings.EqualFold(authservID(h.Value), e.cfg.Hostname),
+			name == strings.ToLower(VerdictHeader):
+			refs = append(refs, HeaderRef{Name: h.Name, Index: count[name]})
+		}
+	}
+	for i, j := 0, len(refs)-1; i < j; i, j = i+1, j-1 {
+		refs[i], refs[j] = refs[j], refs[i]
+	}
+	return refs
+}
+
+// authservID extracts the authserv-id of an Authentication-Results value
+// (RFC 8601 section 2.2), tolerating comments and a missing result list so
+// that a malformed forgery is still recognised.
+func authservID(v string) string {
+	v = strings.TrimSpace(v)
+	for strings.HasPrefix(v, "(") {
+		end := strings.IndexByte(v, ')')
+		if end < 0 {
+			return ""
+		}
+		v = strings.TrimSpace(v[end+1:])
+	}
+	if i := strings.IndexAny(v, "; \t\r\n("); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimSuffix(v, ".")
+}
+
+// NewTransaction starts a transaction on a connection.
+func (e *Engine) NewTransaction(conn *Connection) *Transaction {
+	return &Transaction{Conn: conn, Started: time.Now()}
+}
+
+// startSPF evaluates SPF in the background so that its DNS round trips
+// overlap with the SMTP dialogue.
+func (e *Engine) startSPF(ctx context.Context, t *Transaction) {
+	p := &pendingSPF{done: make(chan struct{})}
+	t.spf = p
+	ip, helo, sender := t.Conn.ClientIP, t.Conn.Helo, t.MailFrom
+	go func() {
+		defer close(p.done)
+		sctx, cancel := context.WithTimeout(ctx, e.cfg.Milter.CheckTimeout.Duration)
+		defer cancel()
+		p.ev = e.spf.Check(sctx, ip, helo, sender)
+	}()
+}
+
+// collectSPF waits for the SPF result and records it as evidence once.
+func (e *Engine) collectSPF(ctx context.Context, t *Transaction) spf.Evidence {
+	ev := t.spf.wait(ctx)
+	if !t.spfRecorded {
+		t.spfRecorded = true
+		t.record(spfEvidence(ev))
+	}
+	return ev
+}
+
+// SPFIfDone returns the SPF evidence if the check has finished, without waiting.
+func (t *Transaction) SPFIfDone() (spf.Evidence, bool) {
+	if t.spf == nil {
+		return spf.Evidence{}, false
+	}
+	select {
+	case <-t.spf.done:
+		return t.spf.ev, true
+	default:
+		return spf.Evidence{}, false
+	}
+}
+
+func spfEvidence(ev spf.Evidence) Evidence {
+	return Evidence{Check: "spf", Result: string(ev.Result), Detail: ev.Domain, Duration: ev.Duration, Err: ev.Err}
+}

@@ -1,0 +1,27 @@
+package policy
+
+// Reason names why a verdict was given. Reasons are a fixed set: they are the
+// transaction log's reason column and the first word of the reply text, so
+// admins can search for them and senders can quote them.
+type Reason string
+
+const (
+	ReasonNone          Reason = ""
+	BlockedNetwork      Reason = "BlockedNetwork"
+	RelayDenied         Reason = "RelayDenied"
+	SenderLoginMismatch Reason = "SenderLoginMismatch"
+	SpoofedSender       Reason = "SpoofedSender"
+	SPFFail             Reason = "SPFFail"
+	SPFSoftFail         Reason = "SPFSoftFail"
+	SPFNeutral          Reason = "SPFNeutral"
+	SPFNone             Reason = "SPFNone"
+	SPFTempError        Reason = "SPFTempError"
+	SPFPermError        Reason = "SPFPermError"
+	TooManyRecipients   Reason = "TooManyRecipients"
+	HeaderTooLarge      Reason = "HeaderTooLarge"
+	Busy                Reason = "Busy"          // max_sessions reached
+	InternalError       Reason = "InternalError" // mxguard's own trouble: panic, timeout
+	LogUnavailable      Reason = "LogUnavailable"
+	NoTransaction       Reason = "NoTransaction" // connection closed without MAIL FROM
+	Aborted             Reason = "Aborted"       // client or MTA gave up mid-transaction
+)
