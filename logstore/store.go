@@ -136,14 +136,12 @@ func open(path, syncMode string, maxBatch int, log *slog.Logger) (*Store, error)
 		return nil, err
 	}
 	wdb, err := sql.Open("sqlite3", dsn(path, url.Values{
-		"mode":           {"rwc"},
-		"_txlock":        {"immediate"}, // take the write lock at BEGIN, not mid-transaction
-		"_journal_mode":  {"WAL"},
-		"_synchronous":   {syncMode},
-		"_foreign_keys":  {"on"},
-		"_busy_timeout":  {strconv.FormatInt(busyTimeout.Milliseconds(), 10)},
-		"_cache_size":    {"-8000"}, // KiB
-		"_secure_delete": {"off"},
+		"mode":          {"rwc"},
+		"_txlock":       {"immediate"}, // take the write lock at BEGIN, not mid-transaction
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {syncMode},
+		"_foreign_keys": {"on"},
+		"_busy_timeout": {strconv.FormatInt(busyTimeout.Milliseconds(), 10)},
 	}))
 	if err != nil {
 		return nil, err

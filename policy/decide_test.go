@@ -346,3 +346,23 @@ func TestActionOrder(t *testing.T) {
 		}
 	}
 }
+
+type panickySPF struct{}
+
+func (panickySPF) Check(context.Context, netip.Addr, string, string) spf.Evidence { panic("boom") }
+
+// TestSPFPanicIsTempError: a panicking check must not end the daemon, and
+// the message is tempfailed rather than judged.
+func TestSPFPanicIsTempError(t *testing.T) {
+	e, _ := newTestEngine(t, spf.Pass)
+	e.spf = panickySPF{}
+	conn := &Connection{ClientIP: netip.MustParseAddr("192.0.2.1")}
+	e.Connect(conn)
+	tr := e.NewTransaction(conn)
+	tr.MailFrom = "x@sender.test"
+	e.Mail(context.Background(), tr)
+	v := e.Rcpt(context.Background(), tr, "u@example.com")
+	if !strings.HasPrefix(v.Reply(), "451 4.7.24") || v.Err == nil || !strings.Contains(v.Err.Error(), "panic") {
+		t.Errorf("got %q (%v); want a 451 4.7.24 tempfail naming the panic", v.Reply(), v.Err)
+	}
+}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -194,6 +195,13 @@ func (e *Engine) startSPF(ctx context.Context, t *Transaction) {
 	ip, helo, sender := t.Conn.ClientIP, t.Conn.Helo, t.MailFrom
 	go func() {
 		defer close(p.done)
+		// A panic in a check goroutine would end the daemon; it becomes
+		// a temperror instead, so the message is tempfailed, not judged.
+		defer func() {
+			if r := recover(); r != nil {
+				p.ev = spf.Evidence{Result: spf.TempError, Domain: spf.Domain(helo, sender), Err: fmt.Errorf("panic in SPF check: %v", r)}
+			}
+		}()
 		sctx, cancel := context.WithTimeout(ctx, e.cfg.Milter.CheckTimeout.Duration)
 		defer cancel()
 		p.ev = e.spf.Check(sctx, ip, helo, sender)

@@ -54,9 +54,9 @@ type daemon struct {
 	exited chan error
 }
 
-// startDaemon writes a configuration (extra is appended to the base one),
-// starts the daemon and waits until it listens.
-func startDaemon(t *testing.T, extra string) *daemon {
+// startDaemon writes a configuration (milterKeys go into [milter], extra is
+// appended), starts the daemon and waits until it listens.
+func startDaemon(t *testing.T, milterKeys, extra string) *daemon {
 	t.Helper()
 	dns, err := testdns.Start(testZone)
 	if err != nil {
@@ -67,9 +67,8 @@ func startDaemon(t *testing.T, extra string) *daemon {
 	d := &daemon{t: t, db: filepath.Join(dir, "log", "mxguard.db"), dns: dns, exited: make(chan error, 1)}
 	cfg := fmt.Sprintf(`hostname = "mx.example.com"
 [milter]
-listen = "inet:127.0.0.1:0"
 check_timeout = "3s"
-shutdown_timeout = "5s"
+%s
 [log]
 path = %q
 level = "debug"
@@ -84,7 +83,7 @@ block_networks = ["198.51.100.0/24"]
 [[organization]]
 name = "example"
 domains = ["example.com", "example.net"]
-%s`, d.db, dns.Addr(), extra)
+%s`, milterKeys, d.db, dns.Addr(), extra)
 	cfgPath := filepath.Join(dir, "mxguard.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -134,6 +133,13 @@ func (d *daemon) readLog(r io.Reader, ready chan<- string) {
 			ready <- m[1]
 		}
 	}
+}
+
+func (d *daemon) network() string {
+	if strings.HasPrefix(d.addr, "/") {
+		return "unix"
+	}
+	return "tcp"
 }
 
 func (d *daemon) log() string {
@@ -203,7 +209,7 @@ func (d *daemon) connect(t *testing.T, clientIP string) *mta {
 	macros := milter.NewMacroBag()
 	macros.Set(milter.MacroMTAFQDN, "mta.example.com")
 	macros.Set(milter.MacroDaemonName, "smtpd")
-	client := milter.NewClient("tcp", d.addr, milter.WithAction(milter.AllClientSupportedActionMasks))
+	client := milter.NewClient(d.network(), d.addr, milter.WithAction(milter.AllClientSupportedActionMasks))
 	s, err := client.Session(macros)
 	if err != nil {
 		t.Fatalf("milter session: %v", err)

@@ -2,8 +2,12 @@ package main
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -11,6 +15,8 @@ import (
 
 	"github.com/mxguard/mxguard/logstore"
 )
+
+const tcpListen = "listen = \"inet:127.0.0.1:0\"\nshutdown_timeout = \"5s\""
 
 var plainHeaders = [][2]string{
 	{"From", " Sender <x@sender.test>"},
@@ -39,7 +45,7 @@ func wantRow(t *testing.T, r logstore.Record, action, reason, reply string) {
 // TestWire drives a real "mxguard serve" with go-milter's client, the way
 // Postfix does, and checks the replies and the rows it commits.
 func TestWire(t *testing.T) {
-	d := startDaemon(t, "")
+	d := startDaemon(t, tcpListen, "")
 	rows := 0
 	next := func() logstore.Record { rows++; return d.lastRow(rows) }
 
@@ -278,7 +284,7 @@ func TestWire(t *testing.T) {
 
 	t.Run("blocked network refused at connect", func(t *testing.T) {
 		macros := milter.NewMacroBag()
-		s, err := milter.NewClient("tcp", d.addr).Session(macros)
+		s, err := milter.NewClient(d.network(), d.addr).Session(macros)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,4 +345,81 @@ func readFrame(c net.Conn) []byte {
 	buf := make([]byte, binary.BigEndian.Uint32(hdr[:]))
 	n, _ := c.Read(buf)
 	return buf[:n]
+}
+
+// TestGracefulShutdown: on SIGTERM the daemon stops accepting, lets a
+// running session finish its message, closes a session still open at
+// shutdown_timeout (logging its transaction as aborted), and exits 0.
+func TestGracefulShutdown(t *testing.T) {
+	d := startDaemon(t, "listen = \"inet:127.0.0.1:0\"\nshutdown_timeout = \"2s\"", "")
+	busy := d.connect(t, "192.0.2.1")
+	busy.step("mail", must(busy.s.Mail("x@sender.test", "")))
+	busy.step("rcpt", must(busy.s.Rcpt("u@example.com", "")))
+	hung := d.connect(t, "192.0.2.1")
+	hung.step("mail", must(hung.s.Mail("y@sender.test", "")))
+
+	start := time.Now()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(d.log(), "shutting down") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := net.DialTimeout("tcp", d.addr, time.Second); err == nil {
+		t.Error("still accepting connections after SIGTERM")
+	}
+	if _, act := busy.message("QLATE1", plainHeaders, "hi\r\n"); act.Type != milter.ActionAccept {
+		t.Errorf("message finished during shutdown: %v", act)
+	}
+	busy.s.Close()
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit")
+	}
+	if took := time.Since(start); took < 2*time.Second || took > 10*time.Second {
+		t.Errorf("shutdown took %v; want about shutdown_timeout (2s)", took)
+	}
+	byQueue := map[string]logstore.Record{}
+	var aborted []logstore.Record
+	for _, r := range d.rows() {
+		byQueue[r.QueueID] = r
+		if r.Action == "aborted" {
+			aborted = append(aborted, r)
+		}
+	}
+	if byQueue["QLATE1"].Action != "accept" {
+		t.Errorf("message finished during shutdown not logged as accepted: %+v", byQueue["QLATE1"])
+	}
+	if len(aborted) != 1 || aborted[0].MailFrom != "y@sender.test" {
+		t.Errorf("aborted rows %+v; want the hung session's transaction", aborted)
+	}
+}
+
+// TestUnixSocket: the daemon listens on a unix socket, replacing a stale one.
+func TestUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "mxguard.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // leaves a stale socket file, as a crashed daemon would
+	d := startDaemon(t, fmt.Sprintf("listen = %q\nsocket_mode = \"0600\"", "unix:"+sock), "")
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode: %v %v", fi.Mode(), err)
+	}
+	m := d.connect(t, "192.0.2.1")
+	m.step("mail", must(m.s.Mail("x@sender.test", "")))
+	m.step("rcpt", must(m.s.Rcpt("u@example.com", "")))
+	if _, act := m.message("QUNIX1", plainHeaders, "hi\r\n"); act.Type != milter.ActionAccept {
+		t.Errorf("eom: %v", act)
+	}
+	m.s.Close()
+	d.stop()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind after a clean stop: %v", err)
+	}
 }
