@@ -255,3 +255,83 @@ func TestListenUnixSocket(t *testing.T) {
 		t.Error("regular file was changed")
 	}
 }
+
+// TestHeaderLimits: a header over milter.max_headers fields or
+// milter.max_header_bytes is refused with 552 5.3.4 and logged.
+func TestHeaderLimits(t *testing.T) {
+	store := &faultyStore{}
+	_, addr := startTestServer(t, "[milter]\nmax_headers = 5\nmax_header_bytes = 4096\n", store)
+	for name, fields := range map[string][][2]string{
+		"too many fields": {{"A", " 1"}, {"B", " 2"}, {"C", " 3"}, {"D", " 4"}, {"E", " 5"}, {"F", " 6"}},
+		"too many bytes":  {{"Subject", " " + strings.Repeat("x", 5000)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, _ := dialSession(t, addr, "192.0.2.1", nil)
+			for _, step := range []func() (*milter.Action, error){
+				func() (*milter.Action, error) { return s.Mail("x@sender.test", "") },
+				func() (*milter.Action, error) { return s.Rcpt("u@example.com", "") },
+				s.DataStart,
+			} {
+				if a, err := step(); err != nil || a.Type != milter.ActionContinue {
+					t.Fatalf("%v %v", a, err)
+				}
+			}
+			var last *milter.Action
+			for _, f := range fields {
+				a, err := s.HeaderField(f[0], f[1], nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				last = a
+				if a.StopProcessing() {
+					break
+				}
+			}
+			if !strings.HasPrefix(last.SMTPReply, "552 5.3.4 HeaderTooLarge") {
+				t.Errorf("reply %q; want 552 5.3.4", last.SMTPReply)
+			}
+			if r := store.last(); r.Reason != "HeaderTooLarge" || r.Action != "reject" {
+				t.Errorf("row %+v", r)
+			}
+		})
+	}
+}
+
+// TestConnectionReuse: an MTA may reuse a milter connection for the next
+// SMTP connection (SMFIC_QUIT_NC); each SMTP connection gets its rows and
+// the session is counted once.
+func TestConnectionReuse(t *testing.T) {
+	store := &faultyStore{}
+	srv, addr := startTestServer(t, "", store)
+	macros := milter.NewMacroBag()
+	s, a := dialSession(t, addr, "192.0.2.1", macros)
+	if a.Type != milter.ActionContinue {
+		t.Fatal(a)
+	}
+	if err := s.Reset(macros); err != nil { // HELO only, then a new connection
+		t.Fatal(err)
+	}
+	// The reset has no reply: wait for the server to act on it.
+	deadline := time.Now().Add(5 * time.Second)
+	for store.last().Reason != "NoTransaction" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := store.last(); r.Reason != "NoTransaction" || r.ClientIP != "192.0.2.1" {
+		t.Errorf("row of the first connection: %+v", r)
+	}
+	if a, err := s.Conn("second.test", milter.FamilyInet, 1, "192.0.2.2"); err != nil || a.Type != milter.ActionContinue {
+		t.Fatalf("second connection: %v %v", a, err)
+	}
+	if _, err := s.Helo("second.test"); err != nil {
+		t.Fatal(err)
+	}
+	if a := sendMessage(t, s, "x@sender.test", "u@example.com"); a.Type != milter.ActionAccept {
+		t.Fatalf("message on the reused connection: %v", a)
+	}
+	if r := store.last(); r.ClientIP != "192.0.2.2" || r.Helo != "second.test" || r.Action != "accept" {
+		t.Errorf("row of the second connection: %+v", r)
+	}
+	if n := srv.Active(); n != 1 {
+		t.Errorf("%d sessions counted; want 1", n)
+	}
+}

@@ -21,10 +21,11 @@ const actionAborted = "aborted"
 // session handles one milter connection, which MTAs open per SMTP
 // connection. go-milter calls its methods one at a time.
 type session struct {
-	srv  *Server
-	id   uint64
-	log  *slog.Logger
-	busy bool // opened beyond milter.max_sessions
+	srv     *Server
+	id      uint64
+	log     *slog.Logger
+	busy    bool // opened beyond milter.max_sessions
+	counted bool // counted in Server.active
 
 	conn      policy.Connection
 	connected bool
@@ -80,6 +81,14 @@ func (s *session) recoverPanic(at stage, resp **milter.Response, err *error) {
 }
 
 func (s *session) NewConnection(m milter.Modifier) error {
+	if s.counted {
+		// The MTA reuses this milter connection for a new SMTP connection
+		// (SMFIC_QUIT_NC): the previous one ends here.
+		s.endConnection()
+		s.conn, s.connected, s.rows = policy.Connection{}, false, 0
+		return nil
+	}
+	s.counted = true
 	if n := s.srv.active.Add(1); n > int64(s.cfg().Milter.MaxSessions) {
 		s.busy = true
 	}
@@ -124,6 +133,9 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	s.trx.AuthType = m.Get(milter.MacroAuthType)
 	s.rec = logstore.Record{}
 	s.headers, s.hdrBytes, s.size = nil, 0, 0
+	// The previous message's queue id must not stick to this one: a row
+	// refused before the MTA assigns an id has none, never a wrong one.
+	s.queueID = ""
 	s.noteQueueID(m)
 
 	v := s.srv.engine.Mail(ctx, s.trx)
@@ -205,7 +217,7 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 	if err := applyEdits(m, v); err != nil {
 		// The MTA is gone or refused the edit; it applies its own
 		// milter_default_action. The row already says what we decided.
-		s.log.Error("cannot apply header edits", "queue_id", s.queueID, "err", err)
+		s.log.Error("cannot apply header edits", "queue_id", s.rec.QueueID, "err", err)
 		return nil, err
 	}
 	return resp, nil
@@ -243,12 +255,20 @@ func (s *session) Unknown(cmd string, m milter.Modifier) (*milter.Response, erro
 
 func (s *session) Cleanup(m milter.Modifier) {
 	defer s.srv.wg.Done()
-	defer s.srv.active.Add(-1)
+	if s.counted {
+		defer s.srv.active.Add(-1)
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("panic in milter session cleanup", "panic", p, "stack", string(debug.Stack()))
 		}
 	}()
+	s.endConnection()
+}
+
+// endConnection logs what the SMTP connection leaves behind: an unfinished
+// transaction, or, when it had none, the connection itself.
+func (s *session) endConnection() {
 	if s.trx != nil {
 		s.finish(actionAborted, policy.Verdict{Reason: policy.Aborted})
 	}
@@ -258,9 +278,8 @@ func (s *session) Cleanup(m milter.Modifier) {
 }
 
 func (s *session) noteQueueID(m milter.Modifier) {
-	if id := m.Get(milter.MacroQueueId); id != "" && id != s.queueID {
+	if id := m.Get(milter.MacroQueueId); id != "" {
 		s.queueID = id
-		s.log = s.log.With("queue_id", id)
 	}
 }
 
@@ -292,10 +311,10 @@ func (s *session) finishLogged(action string, v policy.Verdict) (*milter.Respons
 	defer cancel()
 	err := s.srv.store.Save(ctx, &s.rec)
 	if err != nil {
-		s.log.Error("cannot write the transaction log", "err", err)
+		s.log.Error("cannot write the transaction log", "queue_id", s.rec.QueueID, "err", err)
 		resp = response(policy.Trouble(policy.LogUnavailable, err), atEOM)
 	}
-	s.log.Info("transaction", "action", s.rec.Action, "reason", s.rec.Reason, "from", s.rec.MailFrom,
+	s.log.Info("transaction", "queue_id", s.rec.QueueID, "action", s.rec.Action, "reason", s.rec.Reason, "from", s.rec.MailFrom,
 		"rcpts", len(s.rec.Recipients), "reply", s.rec.Reply, "err", s.rec.Error)
 	s.rows++
 	s.trxCancel()

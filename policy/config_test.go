@@ -164,3 +164,31 @@ func TestDurationDays(t *testing.T) {
 		t.Errorf("90d parsed as %v (%v), prints %q", d.Duration, d.err, d.String())
 	}
 }
+
+// TestEveryKeyDocumented keeps docs/config.md a reference for every key.
+func TestEveryKeyDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse("t", []byte("[[organization]]\nname = \"x\"\ndomains = [\"x.test\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := ""
+	for _, line := range strings.Split(cfg.Effective(), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "["):
+			table = strings.Trim(line, "[]")
+			if !strings.Contains(string(doc), "`"+line+"`") {
+				t.Errorf("docs/config.md has no section `%s`", line)
+			}
+		case strings.Contains(line, "="):
+			key := strings.TrimSpace(strings.SplitN(line, "=", 2)[0])
+			if !strings.Contains(string(doc), "| `"+key+"` |") {
+				t.Errorf("docs/config.md does not document %s.%s", table, key)
+			}
+		}
+	}
+}

@@ -50,6 +50,7 @@ func (e *Engine) Connect(conn *Connection) Verdict {
 // (and milter.check_timeout) and is collected later, at RCPT, unless the
 // sender uses one of our domains, which needs the SPF result now.
 func (e *Engine) Mail(ctx context.Context, t *Transaction) Verdict {
+	t.record(clientEvidence(t))
 	if t.Authenticated() {
 		v := e.cfg.decideSenderLogin(t.AuthUser, t.MailFrom)
 		result := "pass"
@@ -233,4 +234,16 @@ func (t *Transaction) SPFIfDone() (spf.Evidence, bool) {
 
 func spfEvidence(ev spf.Evidence) Evidence {
 	return Evidence{Check: "spf", Result: string(ev.Result), Detail: ev.Domain, Duration: ev.Duration, Err: ev.Err}
+}
+
+// clientEvidence records how the client was classified for relay control.
+func clientEvidence(t *Transaction) Evidence {
+	ev := Evidence{Check: "client", Result: "untrusted", Detail: t.Conn.ClientIP.String()}
+	switch {
+	case t.Authenticated():
+		ev.Result, ev.Detail = "authenticated", t.AuthUser+" ("+t.AuthType+") from "+ev.Detail
+	case t.Conn.Trusted:
+		ev.Result = "trusted"
+	}
+	return ev
 }

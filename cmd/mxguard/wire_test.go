@@ -269,6 +269,14 @@ func TestWire(t *testing.T) {
 				t.Errorf("message %d: row %+v", i, r)
 			}
 		}
+		// Refused before the MTA assigned a new queue id: the row has
+		// none, not the previous message's. (The client still holds the
+		// old i macro, as an MTA might; mxguard asks for i only from MAIL on.)
+		m.macros.Set(milter.MacroQueueId, "")
+		m.refused("mail 4", must(m.s.Mail("ceo@example.net", "")), "550 5.7.1 SpoofedSender")
+		if r := next(); r.QueueID != "" || r.Reason != "SpoofedSender" {
+			t.Errorf("refused 4th transaction: queue id %q reason %q; want none, SpoofedSender", r.QueueID, r.Reason)
+		}
 	})
 
 	t.Run("connection without MAIL FROM", func(t *testing.T) {
