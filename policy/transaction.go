@@ -66,6 +66,9 @@ func (t *Transaction) Direction() Direction {
 	if !t.OurUser() {
 		return Inbound
 	}
+	if len(t.Recipients) == 0 {
+		return Outbound // refused before any recipient: our user's mail goes out by default
+	}
 	for _, r := range t.Recipients {
 		if r.Organization == nil {
 			return Outbound

@@ -1,0 +1,51 @@
+# mxguard: build, test and try it.  Run "make help" for the targets.
+
+# Go is expected at /usr/local/go; it need not be on the caller's PATH.
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO       ?= go
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+BIN      := bin
+
+# make demo DEMO_DIR=... DEMO_LISTEN=inet:127.0.0.1:PORT
+DEMO_DIR    ?= /tmp/mxguard-demo
+DEMO_LISTEN ?= inet:127.0.0.1:8894
+
+FUZZTIME ?= 60s
+
+.DEFAULT_GOAL := help
+.PHONY: help build deps test demo fuzz clean
+
+help:
+	@echo "make targets:"
+	@echo "  build   build $(BIN)/mxguard and $(BIN)/mxguard-demo"
+	@echo "  deps    install missing build and test dependencies (gcc for cgo; root uses apt-get)"
+	@echo "  test    deps, then go vet and go test -race over every package"
+	@echo "  demo    build, run mxguard on loopback with examples/mxguard.toml and play a few"
+	@echo "          SMTP transactions against it (DEMO_DIR=$(DEMO_DIR) DEMO_LISTEN=$(DEMO_LISTEN))"
+	@echo "  fuzz    fuzz the milter session for FUZZTIME=$(FUZZTIME)"
+	@echo "  clean   remove $(BIN)/ and the demo directory"
+
+# Always rebuilt: go's own cache makes that cheap and never stale.
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/mxguard ./cmd/mxguard
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/mxguard-demo ./cmd/mxguard-demo
+
+deps:
+	@scripts/install-deps.sh
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+demo: build
+	@DEMO_DIR="$(DEMO_DIR)" DEMO_LISTEN="$(DEMO_LISTEN)" BIN="$(BIN)" scripts/demo.sh
+
+fuzz:
+	$(GO) test ./milter/ -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
+
+# The demo directory goes only if demo.sh made it (it leaves a marker).
+clean:
+	rm -rf $(BIN)
+	@if [ -e "$(DEMO_DIR)/.mxguard-demo" ]; then echo rm -rf "$(DEMO_DIR)"; rm -rf "$(DEMO_DIR)"; fi
