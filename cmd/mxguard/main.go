@@ -73,44 +73,40 @@ func versionString() string {
 	return "devel"
 }
 
-// configFlag parses the flags every config-reading command takes.
-func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+// loadConfig parses the flags every config-reading command takes and loads
+// the configuration; on failure it says why and returns the exit code.
+func loadConfig(name string, args []string, stderr io.Writer) (*policy.Config, int) {
 	fs := flag.NewFlagSet("mxguard "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", policy.DefaultPath, "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return "", false
+		return nil, 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mxguard %s: unexpected argument %q\n", name, fs.Arg(0))
-		return "", false
+		return nil, 2
 	}
-	return *path, true
+	cfg, err := policy.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "mxguard:", err)
+		return nil, 1
+	}
+	return cfg, 0
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("check-config", args, stderr)
-	if !ok {
-		return 2
+	cfg, code := loadConfig("check-config", args, stderr)
+	if cfg == nil {
+		return code
 	}
-	cfg, err := policy.Load(path)
-	if err != nil {
-		fmt.Fprintln(stderr, "mxguard:", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "# %s is valid; the effective configuration:\n%s", path, cfg.Effective())
+	fmt.Fprintf(stdout, "# the configuration is valid; with every default filled in:\n%s", cfg.Effective())
 	return 0
 }
 
 func cmdServe(args []string, stderr io.Writer) int {
-	path, ok := configFlag("serve", args, stderr)
-	if !ok {
-		return 2
-	}
-	cfg, err := policy.Load(path)
-	if err != nil {
-		fmt.Fprintln(stderr, "mxguard:", err)
-		return 1
+	cfg, code := loadConfig("serve", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	log := newLogger(cfg.Log.Level, stderr)
 	if err := serve(cfg, log); err != nil {
