@@ -86,6 +86,7 @@ func (s *session) NewConnection(m milter.Modifier) error {
 		// (SMFIC_QUIT_NC): the previous one ends here.
 		s.endConnection()
 		s.conn, s.connected, s.rows = policy.Connection{}, false, 0
+		s.log = s.srv.log.With("session", s.id)
 		return nil
 	}
 	s.counted = true
