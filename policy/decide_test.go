@@ -366,3 +366,25 @@ func TestSPFPanicIsTempError(t *testing.T) {
 		t.Errorf("got %q (%v); want a 451 4.7.24 tempfail naming the panic", v.Reply(), v.Err)
 	}
 }
+
+// TestClientTextCannotInjectLines: CR, LF and other control characters
+// from the client never reach a header or a reply as such.
+func TestClientTextCannotInjectLines(t *testing.T) {
+	e, _ := newTestEngine(t, spf.Pass)
+	conn := &Connection{ClientIP: netip.MustParseAddr("192.0.2.1"), Helo: "evil\r\nX-Injected: 1"}
+	e.Connect(conn)
+	tr := e.NewTransaction(conn)
+	tr.MailFrom = "a\nb@sender.test"
+	e.Mail(context.Background(), tr)
+	refused := e.Rcpt(context.Background(), tr, "x\r\n250 ok@elsewhere.test")
+	e.Rcpt(context.Background(), tr, "u@example.com")
+	v := e.EndOfMessage(context.Background(), tr, &Message{})
+	for _, s := range []string{refused.Reply(), v.AddHeaders[0].Value} {
+		if strings.ContainsAny(s, "\r\n\x00") {
+			t.Errorf("control characters passed through: %q", s)
+		}
+	}
+	if !strings.Contains(v.AddHeaders[0].Value, "evil??X-Injected") {
+		t.Errorf("HELO not kept readable: %q", v.AddHeaders[0].Value)
+	}
+}

@@ -130,14 +130,10 @@ func (e *Engine) EndOfMessage(ctx context.Context, t *Transaction, msg *Message)
 func (e *Engine) authResults(ctx context.Context, t *Transaction) string {
 	var results []authres.Result
 	if ev, ok := t.SPF(ctx); ok {
-		r := &authres.SPFResult{Value: authres.ResultValue(ev.Result), Helo: t.Conn.Helo}
-		if t.MailFrom != "" {
-			r.From = t.MailFrom
-		}
-		results = append(results, r)
+		results = append(results, &authres.SPFResult{Value: authres.ResultValue(ev.Result), Helo: printable(t.Conn.Helo), From: printable(t.MailFrom)})
 	}
 	if t.Authenticated() {
-		results = append(results, &authres.AuthResult{Value: authres.ResultPass, Auth: t.AuthUser})
+		results = append(results, &authres.AuthResult{Value: authres.ResultPass, Auth: printable(t.AuthUser)})
 	}
 	return " " + authres.Format(e.cfg.Hostname, results)
 }

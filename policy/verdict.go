@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Verdict is the outcome of one stage: what to do, what the client is told,
@@ -53,8 +55,21 @@ func refuse(a Action, code int, enhanced string, reason Reason, format string, a
 		Code:     code,
 		Enhanced: enhanced,
 		Reason:   reason,
-		Text:     string(reason) + ": " + fmt.Sprintf(format, args...),
+		Text:     string(reason) + ": " + printable(fmt.Sprintf(format, args...)),
 	}
+}
+
+// printable replaces control characters and invalid UTF-8 with '?'.
+// Addresses and HELO names come from the client and end up in SMTP replies
+// and headers, where a CR or LF would start a new line of the client's
+// choosing.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // Trouble is the verdict when mxguard itself cannot judge or log a message:
