@@ -24,8 +24,9 @@ const VerdictHeader = "X-MXGuard-Verdict"
 // Engine runs the checks of each stage and decides. It is safe for
 // concurrent use; each Transaction belongs to one session.
 type Engine struct {
-	cfg *Config
-	spf SPFChecker
+	cfg     *Config
+	spf     SPFChecker
+	content []ContentCheck
 }
 
 // NewEngine returns an Engine for a validated configuration.
@@ -117,6 +118,14 @@ func (e *Engine) EndOfMessage(ctx context.Context, t *Transaction, msg *Message)
 	v := decideMessage(t)
 	if v.Action.Ends() {
 		return v
+	}
+	if len(e.content) > 0 {
+		if cv := e.runContentChecks(ctx, t, msg); cv.Action > v.Action {
+			v = cv
+		}
+		if v.Action.Ends() {
+			return v
+		}
 	}
 	v.DeleteHeaders = e.forgedHeaders(msg)
 	v.AddHeaders = append(v.AddHeaders, Header{Name: "Authentication-Results", Value: e.authResults(ctx, t)})

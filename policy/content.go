@@ -1,0 +1,72 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ContentCheck is a check of the message itself (spam, virus, DKIM, DMARC
+// in later work). Checks run at end of message, concurrently, each under
+// its own deadline within the stage's; the slowest one bounds the stage,
+// not their sum. A check returns its evidence and, when it objects, a
+// verdict (Action Accept means no objection).
+type ContentCheck interface {
+	Name() string
+	Timeout() time.Duration
+	Check(ctx context.Context, t *Transaction, msg *Message) (Evidence, Verdict)
+}
+
+// UseContentChecks sets the checks run at end of message.
+func (e *Engine) UseContentChecks(checks ...ContentCheck) { e.content = checks }
+
+// runContentChecks runs every content check and returns the strongest
+// verdict. A check that panics, or is still running at its deadline, has
+// not judged the message: that is a tempfail, never an accept.
+func (e *Engine) runContentChecks(ctx context.Context, t *Transaction, msg *Message) Verdict {
+	type outcome struct {
+		ev Evidence
+		v  Verdict
+	}
+	outcomes := make([]outcome, len(e.content))
+	var wg sync.WaitGroup
+	for i, c := range e.content {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, c.Timeout())
+			defer cancel()
+			outcomes[i] = outcome{ev: Evidence{Check: c.Name()}, v: Trouble(InternalError, fmt.Errorf("%s: no result", c.Name()))}
+			done := make(chan outcome, 1)
+			go func() {
+				defer func() {
+					if r := recover(); r != nil {
+						err := fmt.Errorf("%s: panic: %v", c.Name(), r)
+						done <- outcome{ev: Evidence{Check: c.Name(), Result: "error", Err: err}, v: Trouble(InternalError, err)}
+					}
+				}()
+				start := time.Now()
+				ev, v := c.Check(cctx, t, msg)
+				ev.Check, ev.Duration = c.Name(), time.Since(start)
+				done <- outcome{ev, v}
+			}()
+			select {
+			case o := <-done:
+				outcomes[i] = o
+			case <-cctx.Done():
+				err := fmt.Errorf("%s: %w", c.Name(), context.Cause(cctx))
+				outcomes[i] = outcome{ev: Evidence{Check: c.Name(), Result: "timeout", Err: err}, v: Trouble(InternalError, err)}
+			}
+		}()
+	}
+	wg.Wait()
+	v := accept
+	for _, o := range outcomes {
+		t.record(o.ev)
+		if o.v.Action > v.Action {
+			v = o.v
+		}
+	}
+	return v
+}
