@@ -209,7 +209,7 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		v = policy.Trouble(policy.InternalError, fmt.Errorf("end-of-message checks ran out of time: %w", context.Cause(ctx)))
 	}
 	for _, h := range v.AddHeaders {
-		s.rec.HeadersAdded = append(s.rec.HeadersAdded, h.Name+":"+h.Value)
+		s.rec.HeadersAdded = append(s.rec.HeadersAdded, h.Name+": "+h.Value)
 	}
 	resp, logged := s.finishLogged(v.Action.String(), v)
 	if !logged || v.Action.Ends() {
@@ -233,7 +233,7 @@ func applyEdits(m milter.Modifier, v policy.Verdict) error {
 		}
 	}
 	for i := len(v.AddHeaders) - 1; i >= 0; i-- { // each goes to the top
-		if err := m.InsertHeader(0, v.AddHeaders[i].Name, v.AddHeaders[i].Value); err != nil {
+		if err := m.InsertHeader(0, v.AddHeaders[i].Name, wireValue(v.AddHeaders[i].Value)); err != nil {
 			return err
 		}
 	}
@@ -415,6 +415,11 @@ func (s *session) saveConnectionRow(action string, v policy.Verdict) {
 	}
 	s.rows++
 }
+
+// wireValue is a header value as the MTA expects it from us: we negotiate
+// SMFIP_HDR_LEADSPC, so the MTA writes the value right after the colon and
+// the space that separates them is ours to send.
+func wireValue(v string) string { return " " + v }
 
 // cleanAddr strips the angle brackets and blanks MTAs leave around
 // envelope addresses; "<>" becomes "", the null sender.

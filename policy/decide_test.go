@@ -201,6 +201,16 @@ func TestTooManyRecipients(t *testing.T) {
 	if v := e.Rcpt(context.Background(), tr, "u@example.com"); !strings.HasPrefix(v.Reply(), "452 4.5.3 TooManyRecipients") {
 		t.Errorf("4th accepted recipient: %q; want 452 4.5.3", v.Reply())
 	}
+
+	local := &Connection{} // a local submission: no client IP
+	e.Connect(local)
+	tr = e.NewTransaction(local)
+	e.Mail(context.Background(), tr)
+	for i := 0; i < 5; i++ {
+		if v := e.Rcpt(context.Background(), tr, "u@example.com"); v.Action != Accept {
+			t.Fatalf("local submission, recipient %d refused: %s", i, v.Reply())
+		}
+	}
 }
 
 // TestDirectionAndOrganization checks how a transaction is classified.
@@ -252,21 +262,21 @@ func TestEndOfMessage(t *testing.T) {
 	}{
 		{
 			name: "clean inbound", spf: spf.Pass, rcpts: []string{"u@example.com"},
-			action: Accept, ar: " mx.example.com; spf=pass smtp.helo=client.test smtp.mailfrom=x@sender.test",
+			action: Accept, ar: "mx.example.com; spf=pass smtp.helo=client.test smtp.mailfrom=x@sender.test",
 		},
 		{
 			name: "softfail tagged", spf: spf.SoftFail, rcpts: []string{"u@example.com"},
-			action: Tag, ar: " mx.example.com; spf=softfail smtp.helo=client.test smtp.mailfrom=x@sender.test",
+			action: Tag, ar: "mx.example.com; spf=softfail smtp.helo=client.test smtp.mailfrom=x@sender.test",
 			verdict: "tag; reasons=SPFSoftFail",
 		},
 		{
 			name: "strictest of two organisations wins", spf: spf.Fail, rcpts: []string{"u@tagger.test", "u@lenient.test"},
-			action: Quarantine, ar: " mx.example.com; spf=fail smtp.helo=client.test smtp.mailfrom=x@sender.test",
+			action: Quarantine, ar: "mx.example.com; spf=fail smtp.helo=client.test smtp.mailfrom=x@sender.test",
 			verdict: "quarantine; reasons=SPFFail",
 		},
 		{
 			name: "authenticated", spf: spf.Fail, auth: "alice", rcpts: []string{"u@elsewhere.test"},
-			action: Accept, ar: " mx.example.com; auth=pass smtp.auth=alice",
+			action: Accept, ar: "mx.example.com; auth=pass smtp.auth=alice",
 		},
 		{
 			name: "forged results removed last first, others kept", spf: spf.Pass, rcpts: []string{"u@example.com"},
@@ -278,7 +288,7 @@ func TestEndOfMessage(t *testing.T) {
 				{"X-MXGuard-Verdict", " accept"},
 				{"Authentication-Results", " mx.example.com"},
 			},
-			action: Accept, ar: " mx.example.com; spf=pass smtp.helo=client.test smtp.mailfrom=x@sender.test",
+			action: Accept, ar: "mx.example.com; spf=pass smtp.helo=client.test smtp.mailfrom=x@sender.test",
 			deletes: []HeaderRef{{"Authentication-Results", 4}, {"X-MXGuard-Verdict", 1}, {"authentication-results", 3}, {"Authentication-Results", 1}},
 		},
 	}
@@ -307,7 +317,7 @@ func TestEndOfMessage(t *testing.T) {
 				want = append(want, Header{VerdictHeader, tt.verdict})
 			}
 			if tt.auth != "" {
-				want[0].Value = " mx.example.com; auth=pass smtp.auth=alice"
+				want[0].Value = "mx.example.com; auth=pass smtp.auth=alice"
 			}
 			if !reflect.DeepEqual(v.AddHeaders, want) {
 				t.Errorf("headers added %q; want %q", v.AddHeaders, want)

@@ -81,7 +81,10 @@ func (e *Engine) Mail(ctx context.Context, t *Transaction) Verdict {
 func (e *Engine) Rcpt(ctx context.Context, t *Transaction, addr string) Verdict {
 	org := e.cfg.OrganizationFor(domainOf(addr))
 	var v Verdict
-	if len(t.AcceptedRecipients()) >= e.cfg.Milter.MaxRecipients {
+	// Local submissions (no client IP: Postfix's non_smtpd_milters) are
+	// exempt: Postfix takes a recipient refused there as a configuration
+	// error and keeps the mail queued.
+	if t.Conn.ClientIP.IsValid() && len(t.AcceptedRecipients()) >= e.cfg.Milter.MaxRecipients {
 		v = refuse(Tempfail, 452, "4.5.3", TooManyRecipients, "more than %d recipients, send the rest in another transaction", e.cfg.Milter.MaxRecipients)
 	} else {
 		var ev *spf.Evidence
@@ -144,7 +147,7 @@ func (e *Engine) authResults(ctx context.Context, t *Transaction) string {
 	if t.Authenticated() {
 		results = append(results, &authres.AuthResult{Value: authres.ResultPass, Auth: printable(t.AuthUser)})
 	}
-	return " " + authres.Format(e.cfg.Hostname, results)
+	return authres.Format(e.cfg.Hostname, results)
 }
 
 // forgedHeaders finds incoming headers that claim to be ours:

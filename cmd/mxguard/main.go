@@ -3,6 +3,7 @@
 //
 //	mxguard serve        [-config PATH]   run the milter
 //	mxguard check-config [-config PATH]   validate and print the effective configuration
+//	mxguard quarantine list|release|delete  the MTA's hold queue, joined with the log
 //	mxguard version                       print the version
 package main
 
@@ -33,6 +34,8 @@ const usage = `usage: mxguard <command> [flags]
 commands:
   serve         run the milter (flags: -config PATH)
   check-config  validate the configuration and print it with defaults filled in (flags: -config PATH)
+  quarantine    list, release or delete mail held in Postfix's hold queue
+                (mxguard quarantine help)
   version       print the version
 
 The default configuration file is ` + policy.DefaultPath + `.
@@ -52,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args[1:], stderr)
 	case "check-config":
 		return cmdCheckConfig(args[1:], stdout, stderr)
+	case "quarantine":
+		return cmdQuarantine(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "mxguard", versionString())
 		return 0
