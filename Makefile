@@ -8,9 +8,11 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin
 
-# make demo DEMO_DIR=... DEMO_LISTEN=inet:127.0.0.1:PORT
+# make demo DEMO_DIR=... DEMO_LISTEN=inet:127.0.0.1:PORT DEMO_SMTP=PORT KEEP=1
 DEMO_DIR    ?= /tmp/mxguard-demo
 DEMO_LISTEN ?= inet:127.0.0.1:8894
+DEMO_SMTP   ?= 2525
+KEEP        ?= 0
 
 FUZZTIME ?= 60s
 
@@ -21,9 +23,11 @@ help:
 	@echo "make targets:"
 	@echo "  build   build $(BIN)/mxguard and $(BIN)/mxguard-demo"
 	@echo "  deps    install missing build and test dependencies (gcc for cgo; root uses apt-get)"
-	@echo "  test    deps, then go vet and go test -race over every package"
-	@echo "  demo    build, run mxguard on loopback with examples/mxguard.toml and play a few"
-	@echo "          SMTP transactions against it (DEMO_DIR=$(DEMO_DIR) DEMO_LISTEN=$(DEMO_LISTEN))"
+	@echo "  test    deps, then go vet and go test -race over every package, including the"
+	@echo "          end-to-end tests behind a real Postfix (as root; e2e/README.md)"
+	@echo "  demo    build, run mxguard with examples/mxguard.toml behind a throwaway Postfix on"
+	@echo "          loopback (as root), send mail through it with swaks and show the log"
+	@echo "          (DEMO_DIR=$(DEMO_DIR) DEMO_LISTEN=$(DEMO_LISTEN) DEMO_SMTP=$(DEMO_SMTP); KEEP=1 leaves it running)"
 	@echo "  fuzz    fuzz the milter session for FUZZTIME=$(FUZZTIME)"
 	@echo "  clean   remove $(BIN)/ and the demo directory"
 
@@ -40,7 +44,8 @@ test: deps
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 demo: build
-	@DEMO_DIR="$(DEMO_DIR)" DEMO_LISTEN="$(DEMO_LISTEN)" BIN="$(BIN)" scripts/demo.sh
+	$(GO) build -o $(BIN)/mxguard-testdns ./cmd/mxguard-testdns
+	@DEMO_DIR="$(DEMO_DIR)" DEMO_LISTEN="$(DEMO_LISTEN)" DEMO_SMTP="$(DEMO_SMTP)" KEEP="$(KEEP)" BIN="$(BIN)" scripts/demo.sh
 
 fuzz:
 	$(GO) test ./milter/ -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
@@ -48,4 +53,4 @@ fuzz:
 # The demo directory goes only if demo.sh made it (it leaves a marker).
 clean:
 	rm -rf $(BIN)
-	@if [ -e "$(DEMO_DIR)/.mxguard-demo" ]; then echo rm -rf "$(DEMO_DIR)"; rm -rf "$(DEMO_DIR)"; fi
+	@if [ -e "$(DEMO_DIR)/.mxguard-demo" ]; then DEMO_DIR="$(DEMO_DIR)" scripts/demo.sh stop; echo rm -rf "$(DEMO_DIR)"; rm -rf "$(DEMO_DIR)"; fi

@@ -1,33 +1,41 @@
 #!/usr/bin/env bash
-# Runs "mxguard serve" on a copy of examples/mxguard.toml whose transaction
-# log lives in a fresh directory, drives it with mxguard-demo, and stops it.
-# Called by "make demo"; expects bin/mxguard and bin/mxguard-demo.
+# "make demo": mxguard behind a real Postfix, all on loopback. Starts a DNS
+# server for scripts/demo.zone, "mxguard serve" with examples/mxguard.toml
+# (listen address, log path and resolver rewritten) and a throwaway Postfix
+# instance (scripts/postfix-instance.sh: a private copy, never the host's own
+# mail system), sends a handful of messages with swaks, shows what became of
+# them and mxguard's transaction log, and stops everything.
 #
-#   DEMO_DIR     where the config, the log database and mxguard's output go
-#                (default /tmp/mxguard-demo; emptied first)
-#   DEMO_LISTEN  the milter address (default inet:127.0.0.1:8894, the example's)
+#   scripts/demo.sh          the demo (as root: it installs what is missing
+#                            and runs Postfix); expects bin/mxguard,
+#                            bin/mxguard-demo and bin/mxguard-testdns
+#   KEEP=1 scripts/demo.sh   leave it all running, to send more mail
+#   scripts/demo.sh stop     stop a demo left running
+#
+#   DEMO_DIR     where everything goes (default /tmp/mxguard-demo; emptied first)
+#   DEMO_LISTEN  mxguard's milter address (default inet:127.0.0.1:8894, the example's)
+#   DEMO_SMTP    Postfix's SMTP port on 127.0.0.1 (default 2525)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-/tmp/mxguard-demo}
 DEMO_LISTEN=${DEMO_LISTEN:-inet:127.0.0.1:8894}
+DEMO_SMTP=${DEMO_SMTP:-2525}
 BIN=${BIN:-bin}
+KEEP=${KEEP:-0}
+instance=scripts/postfix-instance.sh
+pf_dir=$DEMO_DIR/postfix
+run=$DEMO_DIR/run
+db=$DEMO_DIR/mxguard.db
+config=$DEMO_DIR/mxguard.toml
+alice_password=alice-demo-password
 
-case $DEMO_LISTEN in
-inet:*:*) hostport=${DEMO_LISTEN#inet:}; host=${hostport%:*}; port=${hostport##*:} ;;
-*) echo "demo: DEMO_LISTEN must be inet:HOST:PORT, not $DEMO_LISTEN" >&2; exit 2 ;;
-esac
-
-# port_open HOST PORT: is something listening there? (bash's /dev/tcp, no nc needed)
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-
-if port_open "$host" "$port"; then
-	echo "demo: $host:$port is already in use; stop what listens there or run: make demo DEMO_LISTEN=inet:127.0.0.1:<free port>" >&2
+die() {
+	echo "demo: $*" >&2
 	exit 1
-fi
+}
 
-# Empty DEMO_DIR, but only if it is ours: it has our marker or holds
-# nothing but what a demo writes.
+# ours DIR: was DIR made by a demo? (the marker, or only what an older demo wrote)
 ours() {
 	[ -e "$1/.mxguard-demo" ] && return 0
 	local f
@@ -36,66 +44,211 @@ ours() {
 		case ${f##*/} in mxguard.toml | mxguard.log | mxguard.db | mxguard.db-wal | mxguard.db-shm) ;; *) return 1 ;; esac
 	done
 }
-if [ -e "$DEMO_DIR" ] && ! ours "$DEMO_DIR"; then
-	echo "demo: $DEMO_DIR exists and is not a demo directory; not touching it (set DEMO_DIR)" >&2
-	exit 1
+
+# ours_running PID: is PID a live process of this demo? Its command line
+# names DEMO_DIR, so a number reused by someone else's process never is.
+ours_running() {
+	local cmdline
+	cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || return 1
+	[[ $cmdline == *"$DEMO_DIR/"* ]]
+}
+
+# stop_demo: stop what a demo in DEMO_DIR left running.
+stop_demo() {
+	[ -e "$DEMO_DIR/.mxguard-demo" ] || return 0
+	[ -f "$pf_dir/conf/main.cf" ] && { "$instance" stop "$pf_dir" || true; }
+	local name pid
+	for name in mxguard dns; do
+		[ -f "$run/$name.pid" ] || continue
+		pid=$(cat "$run/$name.pid")
+		if ours_running "$pid"; then
+			kill -TERM "$pid" 2>/dev/null || true
+			for _ in $(seq 100); do
+				ours_running "$pid" || break
+				sleep 0.1
+			done
+		fi
+		rm -f "$run/$name.pid"
+	done
+}
+
+if [ "${1:-}" = stop ]; then
+	stop_demo
+	echo "demo: stopped what ran in $DEMO_DIR"
+	exit 0
 fi
+[ $# -eq 0 ] || die "usage: $0 [stop]"
+
+[ "$(id -u)" -eq 0 ] || die "the demo runs a throwaway Postfix and must run as root (sudo make demo)"
+MXGUARD_E2E=1 scripts/install-deps.sh
+for b in mxguard mxguard-demo mxguard-testdns; do
+	[ -x "$BIN/$b" ] || die "no $BIN/$b; run make demo"
+done
+
+[[ $DEMO_SMTP =~ ^[0-9]+$ ]] || die "DEMO_SMTP must be a port number, not $DEMO_SMTP"
+case $DEMO_LISTEN in
+inet:127.*:*) hostport=${DEMO_LISTEN#inet:}; host=${hostport%:*}; port=${hostport##*:} ;;
+*) die "DEMO_LISTEN must be inet:127.x.y.z:PORT (loopback), not $DEMO_LISTEN" ;;
+esac
+
+# listening HOST PORT: does something listen there? Reads the kernel's
+# tables: a probe connection to Postfix would be an SMTP session of its own.
+listening() {
+	local hex
+	hex=$(printf '%02X%02X%02X%02X:%04X' $(echo "$1" | tr . ' ' | awk '{ print $4, $3, $2, $1 }') "$2")
+	awk -v a="$hex" '$2 == a && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp
+}
+
+if [ -e "$DEMO_DIR" ] && ! ours "$DEMO_DIR"; then
+	die "$DEMO_DIR exists and is not a demo directory; not touching it (set DEMO_DIR)"
+fi
+stop_demo # one left running with KEEP=1
+listening "$host" "$port" &&
+	die "$host:$port is already in use; stop what listens there or run: make demo DEMO_LISTEN=inet:127.0.0.1:<free port>"
+listening 127.0.0.1 "$DEMO_SMTP" &&
+	die "127.0.0.1:$DEMO_SMTP is already in use; stop what listens there or run: make demo DEMO_SMTP=<free port>"
 rm -rf "$DEMO_DIR"
-mkdir -p "$DEMO_DIR"
+mkdir -p "$run"
+chmod 755 "$DEMO_DIR" # Postfix's unprivileged processes work below it
 touch "$DEMO_DIR/.mxguard-demo"
-db=$DEMO_DIR/mxguard.db
-config=$DEMO_DIR/mxguard.toml
-# The example as is, but with our listen address and log path.
-sed -e "s|^listen = \"[^\"]*\"|listen = \"$DEMO_LISTEN\"|" \
-	-e "s|^path = \"[^\"]*\"|path = \"$db\"|" examples/mxguard.toml >"$config"
-grep -q "^listen = \"$DEMO_LISTEN\"" "$config" && grep -q "^path = \"$db\"" "$config" || {
-	echo "demo: could not set milter.listen and log.path in $config (did examples/mxguard.toml change?)" >&2
-	exit 1
-}
 
-"$BIN/mxguard" check-config -config "$config" >/dev/null
-
-"$BIN/mxguard" serve -config "$config" 2>"$DEMO_DIR/mxguard.log" &
-pid=$!
-# However this script ends, mxguard does not outlive it.
-cleanup() {
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-}
+# However the demo ends (unless KEEP=1 says otherwise), nothing outlives it.
+kept=0
+cleanup() { [ "$kept" = 1 ] || stop_demo; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 fail() {
-	echo "demo: $*; mxguard's output ($DEMO_DIR/mxguard.log):" >&2
-	sed 's/^/  | /' "$DEMO_DIR/mxguard.log" >&2
+	echo "demo: $1; the end of $2:" >&2
+	tail -n 20 "$2" | sed 's/^/  | /' >&2
 	exit 1
 }
 
-for _ in $(seq 100); do # 10 seconds
-	port_open "$host" "$port" && break
-	kill -0 "$pid" 2>/dev/null || { wait "$pid" || true; fail "mxguard exited before listening"; }
+# --- DNS: SPF records for the demo's domains, on loopback.
+"$BIN/mxguard-testdns" -zone scripts/demo.zone -addr-file "$run/dns.addr" >/dev/null 2>"$DEMO_DIR/dns.log" &
+echo $! >"$run/dns.pid"
+for _ in $(seq 100); do
+	[ -s "$run/dns.addr" ] && break
 	sleep 0.1
 done
-port_open "$host" "$port" || fail "mxguard did not listen on $host:$port within 10s"
+[ -s "$run/dns.addr" ] || fail "the DNS server did not start" "$DEMO_DIR/dns.log"
+dns=$(cat "$run/dns.addr")
 
-echo "mxguard $("$BIN/mxguard" version | cut -d' ' -f2-) is listening on $DEMO_LISTEN (config $config)"
+# --- mxguard: the example configuration, with our listen address, log and DNS.
+sed -e "s|^listen = \"[^\"]*\"|listen = \"$DEMO_LISTEN\"|" \
+	-e "s|^path = \"[^\"]*\"|path = \"$db\"|" \
+	-e "s|^resolver = \"[^\"]*\"|resolver = \"$dns\"|" examples/mxguard.toml >"$config"
+grep -q "^listen = \"$DEMO_LISTEN\"" "$config" && grep -q "^path = \"$db\"" "$config" &&
+	grep -q "^resolver = \"$dns\"" "$config" ||
+	die "could not set milter.listen, log.path and dns.resolver in $config (did examples/mxguard.toml change?)"
+"$BIN/mxguard" check-config -config "$config" >/dev/null
+"$BIN/mxguard" serve -config "$config" 2>"$DEMO_DIR/mxguard.log" &
+echo $! >"$run/mxguard.pid"
+for _ in $(seq 100); do
+	listening "$host" "$port" && break
+	sleep 0.1
+done
+listening "$host" "$port" || fail "mxguard did not listen on $host:$port" "$DEMO_DIR/mxguard.log"
+
+# --- Postfix, with mxguard as its milter.
+"$instance" create "$pf_dir" --port "$DEMO_SMTP" --milter "$DEMO_LISTEN" --hostname mx.example.com \
+	--domains "example.com example.net acme.test" --user "alice:$alice_password"
+"$instance" start "$pf_dir"
+
+echo "mxguard $("$BIN/mxguard" version | cut -d' ' -f2-) is the milter ($DEMO_LISTEN) of Postfix $(cat "${POSTFIX_ROOT:-/var/cache/mxguard/postfix}/.version") (127.0.0.1:$DEMO_SMTP),"
+echo "with examples/mxguard.toml: example.com and example.net are organisation \"example\" (SPF fail quarantined),"
+echo "acme.test is \"acme\" (SPF fail rejected). DNS: scripts/demo.zone. Outside clients are played with XCLIENT."
 echo
-"$BIN/mxguard-demo" -milter "$DEMO_LISTEN" -db "$db" || fail "mxguard-demo failed"
 
-kill -TERM "$pid"
-status=0
-wait "$pid" || status=$?
-[ "$status" -eq 0 ] || fail "mxguard exited with status $status after SIGTERM"
+# send N TITLE SWAKS-ARGS...: send one message and say what the client was told.
+mkdir -p "$DEMO_DIR/swaks"
+send() {
+	local n=$1 title=$2 t=$DEMO_DIR/swaks/$1.txt
+	shift 2
+	swaks --server 127.0.0.1 --port "$DEMO_SMTP" --helo client.example --header "Subject: demo $n" "$@" >"$t" 2>&1 || true
+	echo "$n. $title"
+	echo "   swaks $*" | sed "s/$alice_password/\$PASSWORD/"
+	# The first refusal, else the reply to the end of DATA.
+	local reply
+	reply=$(grep -m1 -E '^(<\*\*|<~\*) ' "$t" || grep -E '^(<-|<~) +250 .*queued as' "$t" || echo "(no reply; see $t)")
+	echo "   => ${reply#* }" | sed 's/=> */=> /'
+	echo
+}
+send 1 "An outside server (192.0.2.1) delivers mail for example.com; SPF passes" \
+	--xclient-addr 192.0.2.1 --from news@sender.test --to someone@example.com
+send 2 "A server sender.test does not list (203.0.113.7) sends for it to acme.test (SPF fail: rejected)" \
+	--xclient-addr 203.0.113.7 --from billing@sender.test --to ceo@acme.test
+send 3 "The same to example.com, whose organisation quarantines SPF fail (Postfix's hold queue)" \
+	--xclient-addr 203.0.113.7 --from invoice@sender.test --to someone@example.com
+send 4 "SPF softfail: delivered, tagged" \
+	--xclient-addr 203.0.113.7 --from promo@soft.test --to someone@example.com
+send 5 "An outside client tries to relay to another domain" \
+	--xclient-addr 192.0.2.1 --from x@sender.test --to victim@elsewhere.test
+send 6 "alice logs in (STARTTLS, AUTH PLAIN) from outside and sends to another domain" \
+	--xclient-addr 203.0.113.5 --tls --auth PLAIN --auth-user alice --auth-password "$alice_password" \
+	--from alice@example.com --to carol@elsewhere.test
+send 7 "alice tries to send as bob" \
+	--xclient-addr 203.0.113.5 --tls --auth PLAIN --auth-user alice --auth-password "$alice_password" \
+	--from bob@example.com --to carol@elsewhere.test
+send 8 "A stranger (198.51.100.9) uses our own domain example.net as sender" \
+	--xclient-addr 198.51.100.9 --from ceo@example.net --to someone@example.com
+send 9 "A host in trusted_networks (127.0.0.1, no XCLIENT) relays to another domain" \
+	--from app@example.com --to partner@elsewhere.test
 
-cat <<MSG
+# Let Postfix deliver what it accepted (held mail stays).
+for _ in $(seq 100); do
+	"$instance" run "$pf_dir" postqueue -j | grep -qv '"queue_name": "hold"' || break
+	sleep 0.1
+done
 
-mxguard stopped cleanly. Its debug log is $DEMO_DIR/mxguard.log.
-The transaction log is $db; query it with the sqlite3 CLI
-(apt-get install sqlite3 if you do not have it), read-only:
+maildir=$pf_dir/mail/inbox/new
+echo "Delivered into the Maildir $maildir: $(find "$maildir" -type f 2>/dev/null | wc -l) messages. The tagged one begins:"
+tagged=$(grep -l '^X-MXGuard-Verdict:' "$maildir"/* 2>/dev/null | head -n1 || true)
+[ -n "$tagged" ] && sed -n '/^$/q; /^Return-Path:/,/^Received:/p' "$tagged" | grep -v '^\s' | sed 's/^/  | /'
+echo
+echo "Held by Postfix (scripts/postfix-instance.sh run $pf_dir postqueue -p):"
+"$instance" run "$pf_dir" postqueue -p | sed 's/^/  | /'
+echo
 
-  sqlite3 -readonly -box $db \\
-    "SELECT started_at, queue_id, client_ip, mail_from, action, reason, reply FROM transactions ORDER BY id"
+"$BIN/mxguard-demo" -log-only -skip-idle -db "$db"
+
+query="SELECT queue_id, client_ip, mail_from, action, reason, reply FROM transactions WHERE action IN ('reject', 'quarantine', 'tag') ORDER BY started_at"
+echo
+echo "Why was mail refused, held or tagged? Ask the log with sqlite3 (read-only):"
+echo
+echo "  sqlite3 -readonly -box $db \\"
+echo "    \"$query\""
+echo
+sqlite3 -readonly -box "$db" "$query" | sed 's/^/  /'
+echo
+
+if [ "$KEEP" = 1 ]; then
+	kept=1
+	cat <<MSG
+KEEP=1: the demo keeps running. Send more mail with swaks, e.g.:
+
+  swaks --server 127.0.0.1 --port $DEMO_SMTP --xclient-addr 192.0.2.1 --from news@sender.test --to someone@example.com
+
+(without --xclient-addr the client is 127.0.0.1, a trusted network; to log in as alice add
+ --tls --auth PLAIN --auth-user alice --auth-password $alice_password)
+
+  the log:        $BIN/mxguard-demo -log-only -skip-idle -db $db
+  Postfix's log:  $pf_dir/maillog
+  held mail:      scripts/postfix-instance.sh run $pf_dir postqueue -p
+  mxguard's log:  $DEMO_DIR/mxguard.log
+
+Stop it with:  DEMO_DIR=$DEMO_DIR scripts/demo.sh stop    (make clean does too)
 MSG
+	exit 0
+fi
+
+# mxguard must stop cleanly on SIGTERM, flushing its log: check that too.
+"$instance" stop "$pf_dir"
+mx_pid=$(cat "$run/mxguard.pid")
+kill -TERM "$mx_pid"
+status=0
+wait "$mx_pid" || status=$?
+rm -f "$run/mxguard.pid"
+[ "$status" -eq 0 ] || fail "mxguard exited with status $status after SIGTERM" "$DEMO_DIR/mxguard.log"
+stop_demo
+echo "Everything stopped. What the demo left is in $DEMO_DIR (KEEP=1 make demo keeps it running)."

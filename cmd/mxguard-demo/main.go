@@ -6,6 +6,11 @@
 //
 //	mxguard-demo -milter 127.0.0.1:8894 -db /var/lib/mxguard/mxguard.db
 //
+// With -log-only it plays nothing and just prints the log, as "make demo"
+// does after sending mail through a real Postfix:
+//
+//	mxguard-demo -log-only -skip-idle -db /var/lib/mxguard/mxguard.db
+//
 // The scenarios use the domains of examples/mxguard.toml: example.com and
 // example.net belong to the organisation "example", acme.test to "acme"
 // (both are served by this gateway); elsewhere.test is outside.
@@ -91,8 +96,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	addr := fs.String("milter", "127.0.0.1:8894", "mxguard's milter address: host:port, inet:host:port or unix:/path")
 	db := fs.String("db", "", "mxguard's transaction log (SQLite) to print afterwards; empty to skip")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for each milter reply")
+	logOnly := fs.Bool("log-only", false, "play nothing; print every row of the transaction log at -db")
+	skipIdle := fs.Bool("skip-idle", false, "leave out connections that ended without a transaction (reason NoTransaction)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *logOnly {
+		if *db == "" {
+			fmt.Fprintln(stderr, "mxguard-demo: -log-only needs -db")
+			return 2
+		}
+		if err := printLog(stdout, *db, time.Time{}, 0, *skipIdle); err != nil {
+			fmt.Fprintln(stderr, "mxguard-demo:", err)
+			return 1
+		}
+		return 0
 	}
 	network, address := milterAddr(*addr)
 	client := milter.NewClient(network, address,
@@ -115,7 +133,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *db == "" {
 		return 0
 	}
-	if err := printLog(stdout, *db, start, len(scenarios)); err != nil {
+	if err := printLog(stdout, *db, start, len(scenarios), *skipIdle); err != nil {
 		fmt.Fprintln(stderr, "mxguard-demo:", err)
 		return 1
 	}
@@ -288,8 +306,10 @@ func nthHeader(sent [][2]string, name string, n int) string {
 
 // printLog prints the transaction log rows written since start. mxguard
 // writes a row when a transaction ends, some only when the MTA closes the
-// connection, so it waits briefly for all of them.
-func printLog(w io.Writer, path string, start time.Time, want int) error {
+// connection, so it waits briefly for all of them. skipIdle leaves out the
+// connections without a transaction: behind Postfix with XCLIENT, each
+// message has one, the proxy's own connection before XCLIENT.
+func printLog(w io.Writer, path string, start time.Time, want int, skipIdle bool) error {
 	st, err := logstore.OpenReadOnly(path)
 	if err != nil {
 		return err
@@ -299,7 +319,7 @@ func printLog(w io.Writer, path string, start time.Time, want int) error {
 	defer cancel()
 	var rows []logstore.Record
 	for {
-		recs, err := st.Recent(ctx, 100)
+		recs, err := st.Recent(ctx, 1000)
 		if err != nil {
 			return err
 		}
@@ -322,7 +342,12 @@ func printLog(w io.Writer, path string, start time.Time, want int) error {
 	fmt.Fprintf(w, "The transaction log %s:\n\n", path)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tQUEUE ID\tCLIENT\tFROM\tRECIPIENTS\tDIRECTION\tSPF\tACTION\tREASON\tREPLY")
+	skipped := 0
 	for _, r := range rows {
+		if skipIdle && r.Reason == "NoTransaction" {
+			skipped++
+			continue
+		}
 		var rcpts []string
 		for _, rc := range r.Recipients {
 			rcpts = append(rcpts, rc.Address)
@@ -335,7 +360,13 @@ func printLog(w io.Writer, path string, start time.Time, want int) error {
 			r.StartedAt.Local().Format("15:04:05.000"), dash(r.QueueID), dash(client), dash(r.MailFrom),
 			dash(strings.Join(rcpts, ",")), dash(r.Direction), dash(r.SPF), r.Action, dash(r.Reason), dash(r.Reply))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if skipped > 0 {
+		fmt.Fprintf(w, "\n(%d connections that ended without a transaction are not shown)\n", skipped)
+	}
+	return nil
 }
 
 func dash(s string) string {

@@ -1,0 +1,6 @@
+// Package e2e tests mxguard end to end, behind a real MTA: swaks and a small
+// SMTP client talk to Postfix on loopback, Postfix asks mxguard ("mxguard
+// serve", built from this tree), and the tests check what the client was
+// told, what was delivered or held, and what mxguard logged. It holds tests
+// only; see README.md for what they need and how they run.
+package e2e

@@ -1,0 +1,436 @@
+package e2e
+
+// The scenarios: what a client sees, what is delivered, held or relayed,
+// and what mxguard logs, for each kind of mail mxguard decides on. They run
+// against any MTA that implements mta.
+
+import (
+	"fmt"
+	"net/mail"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/mxguard/mxguard/logstore"
+)
+
+// mta is a real MTA on loopback with mxguard as its milter, as the
+// scenarios need it. Postfix implements it (postfix_test.go); a Sendmail
+// phase implements it the same way. Where MTAs differ, the method says
+// what Postfix does; the Sendmail values are in README.md.
+type mta interface {
+	// smtpAddr is the "127.0.0.1:PORT" of its SMTP service, which honours
+	// XCLIENT from loopback and offers STARTTLS and AUTH PLAIN for
+	// saslUsers.
+	smtpAddr() string
+	// maildir is where mail for localDomains is delivered.
+	maildir() string
+	// logText is the MTA's mail log so far.
+	logText() string
+
+	// queueID is the queue id in the reply to the end of DATA
+	// (Postfix: "250 2.0.0 Ok: queued as ID").
+	queueID(r smtpReply) string
+	// refusedQueueID is the queue id the MTA had when it refused a
+	// transaction at MAIL FROM or RCPT TO. Postfix assigns none before the
+	// first accepted RCPT (it logs NOQUEUE), so "".
+	refusedQueueID(t *testing.T, clientIP string) string
+	// clientQueueID is the queue id the MTA logged for the transaction of
+	// clientIP, for transactions whose client never saw one.
+	clientQueueID(t *testing.T, clientIP string) string
+	// milterRejected requires the MTA's log to say that the milter, not
+	// the MTA's own rules, refused clientIP at stage ("MAIL", "RCPT") with r.
+	milterRejected(t *testing.T, stage, clientIP string, r smtpReply)
+	// relayed requires the MTA to have passed the message on to its
+	// outside recipient (a test MTA discards such mail, after logging it).
+	relayed(t *testing.T, queueID string)
+	// held reports whether the message is quarantined (Postfix: the hold
+	// queue), and its header as held.
+	held(t *testing.T, queueID string) (mail.Header, bool)
+	// release takes a message out of quarantine and delivers it.
+	release(t *testing.T, queueID string)
+	// waitQueueEmpty waits until no accepted mail is still on its way.
+	waitQueueEmpty(t *testing.T)
+	// milterDown is the reply a client gets, and to which command, while
+	// mxguard is unreachable (Postfix: milter_default_action = tempfail).
+	milterDown() (stage string, r smtpReply)
+}
+
+// env is one MTA phase: the MTA, mxguard behind it, and what the
+// scenarios expect in the Maildir at the end.
+type env struct {
+	mta       mta
+	mx        *mxguard
+	delivered []string // the X-E2E-ID of every message that must be delivered
+}
+
+// fate is what becomes of a message the client sent.
+type fate int
+
+const (
+	refused   fate = iota // a 4xx or 5xx reply; nothing queued
+	delivered             // into the Maildir
+	relayed               // passed on to its outside recipient
+	held                  // quarantined, then released and delivered
+)
+
+// scenario is one SMTP transaction sent with swaks.
+type scenario struct {
+	name string // the message's X-E2E-ID
+	send swaksRun
+
+	// The reply to stage ("MAIL FROM", "RCPT TO" or "." for the end of
+	// DATA): code, enhanced code, and the reason the text starts with
+	// (also the row's reason).
+	stage, code, enh, reason string
+
+	fate fate
+	// verdict is the X-MXGuard-Verdict value delivered; "" for none.
+	verdict string
+
+	// The row, beyond what the send and the reply determine.
+	action, direction, spf, org string
+}
+
+// scenarios are the single transactions; runScenarios adds the ones swaks
+// cannot script. Every sender is unique: it finds the row.
+var scenarios = []scenario{{
+	name: "clean",
+	send: swaksRun{client: "192.0.2.1", from: "clean@pass.test", to: []string{"u1@example.com"}},
+	// SPF passes for the client: delivered, with our Authentication-Results.
+	stage: ".", code: "250", enh: "2.0.0",
+	fate:   delivered,
+	action: "accept", direction: "inbound", spf: "pass", org: "example",
+}, {
+	name:  "spf-fail",
+	send:  swaksRun{client: "203.0.113.2", from: "spf-fail@pass.test", to: []string{"u2@example.com"}},
+	stage: "RCPT TO", code: "550", enh: "5.7.23", reason: "SPFFail",
+	fate:   refused,
+	action: "reject", direction: "inbound", spf: "fail", org: "example",
+}, {
+	name:  "softfail",
+	send:  swaksRun{client: "203.0.113.3", from: "softfail@soft.test", to: []string{"u3@example.com"}},
+	stage: ".", code: "250", enh: "2.0.0",
+	fate: delivered, verdict: "tag; reasons=SPFSoftFail",
+	action: "tag", direction: "inbound", spf: "softfail", org: "example", reason: "SPFSoftFail",
+}, {
+	name: "relay-denied",
+	// An outside client may send to our domains, not through us.
+	send:  swaksRun{client: "192.0.2.4", from: "relay-denied@pass.test", to: []string{"victim@elsewhere.test"}},
+	stage: "RCPT TO", code: "554", enh: "5.7.1", reason: "RelayDenied",
+	fate: refused,
+	// The client is outside, so the transaction counts as inbound, and
+	// its SPF result (started at MAIL FROM) is logged.
+	action: "reject", direction: "inbound", spf: "pass",
+}, {
+	name: "auth-relay",
+	// SMTP AUTH over STARTTLS from an outside address: relaying is the
+	// login's doing, not the network's.
+	send:  swaksRun{client: "203.0.113.5", auth: "alice", from: "alice@example.com", to: []string{"partner@elsewhere.test"}},
+	stage: ".", code: "250", enh: "2.0.0",
+	fate: relayed,
+	// Outbound mail belongs to the sender's organisation.
+	action: "accept", direction: "outbound", org: "example",
+}, {
+	name:  "sender-mismatch",
+	send:  swaksRun{client: "203.0.113.6", auth: "alice", from: "bob@example.com", to: []string{"partner@elsewhere.test"}},
+	stage: "MAIL FROM", code: "553", enh: "5.7.1", reason: "SenderLoginMismatch",
+	fate:   refused,
+	action: "reject", direction: "outbound", org: "example",
+}, {
+	name: "trusted-relay",
+	// No XCLIENT: the client is 127.0.0.1, in trusted_networks.
+	send:  swaksRun{from: "app@example.com", to: []string{"partner@elsewhere.test"}},
+	stage: ".", code: "250", enh: "2.0.0",
+	fate:   relayed,
+	action: "accept", direction: "outbound", org: "example",
+}, {
+	name: "spoofed",
+	// One of our domains as sender from outside, and SPF does not pass
+	// (example.net has no SPF record).
+	send:  swaksRun{client: "198.51.100.8", from: "ceo@example.net", to: []string{"u8@example.com"}},
+	stage: "MAIL FROM", code: "550", enh: "5.7.1", reason: "SpoofedSender",
+	fate:   refused,
+	action: "reject", direction: "inbound", spf: "none",
+}, {
+	name: "quarantine",
+	// quarantine.test's organisation quarantines SPF fail.
+	send:  swaksRun{client: "203.0.113.11", from: "quarantine@pass.test", to: []string{"q@quarantine.test"}},
+	stage: ".", code: "250", enh: "2.0.0",
+	fate: held, verdict: "quarantine; reasons=SPFFail",
+	action: "quarantine", reason: "SPFFail", direction: "inbound", spf: "fail", org: "quarantined",
+}, {
+	name: "forged-headers",
+	// Authentication-Results claiming to be ours, and our verdict header,
+	// come from a forger and are removed; another server's stay.
+	send: swaksRun{client: "192.0.2.14", from: "forged@pass.test", to: []string{"u14@example.com"},
+		headers: []string{
+			"Authentication-Results: mx.example.com; spf=pass smtp.mailfrom=ceo@example.com",
+			"Authentication-Results: relay.other.test; spf=none smtp.mailfrom=forged@pass.test",
+			"X-MXGuard-Verdict: accept",
+		}},
+	stage: ".", code: "250", enh: "2.0.0",
+	fate:   delivered,
+	action: "accept", direction: "inbound", spf: "pass", org: "example",
+}}
+
+// runScenarios runs every scenario as a subtest, in order, against e.
+func runScenarios(t *testing.T, e *env) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) { e.run(t, sc) })
+	}
+	t.Run("two messages on one connection", e.twoOnOneConnection)
+	t.Run("client drops mid-DATA", e.dropMidData)
+	// Last: it stops mxguard (and starts it again).
+	t.Run("mxguard down", e.mxguardDown)
+	t.Run("what was delivered and logged", e.census)
+}
+
+// run sends one scenario and checks the reply, the message's fate and the row.
+func (e *env) run(t *testing.T, sc scenario) {
+	s := sc.send
+	if s.helo == "" {
+		s.helo = "client.test"
+	}
+	s.headers = append([]string{"Subject: e2e " + sc.name, "X-E2E-ID: " + sc.name}, s.headers...)
+	res := swaks(t, e.mta.smtpAddr(), s)
+	defer func() {
+		if t.Failed() {
+			t.Logf("swaks (exit %d):\n%s", res.exit, res.transcript)
+		}
+	}()
+
+	got, ok := res.reply(sc.stage)
+	if !ok {
+		t.Fatalf("no reply to %s", sc.stage)
+	}
+	wantText := "" // a refusal's text starts with the reason
+	if sc.fate == refused {
+		wantText = sc.reason
+	}
+	if got.code != sc.code || got.enh != sc.enh || !strings.HasPrefix(got.text, wantText) {
+		t.Fatalf("reply to %s: %q; want %s %s %s...", sc.stage, got, sc.code, sc.enh, wantText)
+	}
+
+	clientIP := s.client
+	if clientIP == "" {
+		clientIP = "127.0.0.1"
+	}
+	var qid string
+	if sc.fate == refused {
+		stage, _, _ := strings.Cut(sc.stage, " ")
+		e.mta.milterRejected(t, stage, clientIP, got)
+		qid = e.mta.refusedQueueID(t, clientIP)
+	} else if qid = e.mta.queueID(got); qid == "" {
+		t.Fatalf("no queue id in %q", got)
+	}
+
+	row := e.mx.waitRow(t, s.from, sc.action)
+	wantReply, wantTo := "", s.to
+	if sc.fate == refused {
+		wantReply = got.String()
+	}
+	if sc.stage == "MAIL FROM" { // no RCPT TO came
+		wantTo = nil
+	}
+	checkRow(t, row, rowWant{
+		queueID: qid, clientIP: clientIP, helo: s.helo, authUser: s.auth, from: s.from, to: wantTo,
+		direction: sc.direction, org: sc.org, spf: sc.spf, reason: sc.reason, reply: wantReply,
+	})
+	if sc.fate != refused && row.Subject != "e2e "+sc.name {
+		t.Errorf("row subject %q; want %q", row.Subject, "e2e "+sc.name)
+	}
+
+	switch sc.fate {
+	case delivered:
+		e.checkDelivered(t, sc.name, s, sc.spf, sc.verdict)
+	case relayed:
+		e.mta.relayed(t, qid)
+	case held:
+		h, ok := e.mta.held(t, qid)
+		if !ok {
+			t.Fatalf("%s is not held", qid)
+		}
+		if v := h.Get("X-MXGuard-Verdict"); v != sc.verdict {
+			t.Errorf("held message's X-MXGuard-Verdict %q; want %q", v, sc.verdict)
+		}
+		e.mta.release(t, qid)
+		e.checkDelivered(t, sc.name, s, sc.spf, sc.verdict)
+	}
+}
+
+// rowWant is what a row must say; "" fields must be empty too.
+type rowWant struct {
+	queueID, clientIP, helo, authUser, from string
+	to                                      []string
+	direction, org, spf, reason, reply      string
+}
+
+func checkRow(t *testing.T, r logstore.Record, w rowWant) {
+	t.Helper()
+	var rcpts []string
+	for _, rc := range r.Recipients {
+		rcpts = append(rcpts, rc.Address)
+	}
+	got := rowWant{r.QueueID, r.ClientIP, r.Helo, r.AuthUser, r.MailFrom, rcpts, r.Direction, r.Organization, r.SPF, r.Reason, r.Reply}
+	// Compared as text: no recipients is no recipients, nil or empty.
+	if fmt.Sprint(got) != fmt.Sprint(w) {
+		t.Errorf("row:\n got %+v\nwant %+v\n(row %+v)", got, w, r)
+	}
+}
+
+// checkDelivered requires the message in the Maildir with our
+// Authentication-Results on top (above the MTA's Received), carrying the
+// SPF result, no forged copy of it, and the verdict header when tagged.
+func (e *env) checkDelivered(t *testing.T, token string, s swaksRun, spf, verdict string) {
+	t.Helper()
+	e.delivered = append(e.delivered, token)
+	d := waitDelivery(t, e.mta.maildir(), token)
+	wantAR := fmt.Sprintf("Authentication-Results: mx.example.com; spf=%s smtp.helo=%s smtp.mailfrom=%s", spf, s.helo, s.from)
+	var ours []string
+	arAt := -1
+	for i, f := range d.fields {
+		if name, value, _ := strings.Cut(f, ":"); strings.EqualFold(name, "Authentication-Results") &&
+			strings.HasPrefix(strings.TrimSpace(value), "mx.example.com") {
+			ours = append(ours, f)
+			arAt = i
+		}
+	}
+	if len(ours) != 1 || ours[0] != wantAR {
+		t.Errorf("Authentication-Results of ours: %q; want exactly %q", ours, wantAR)
+	}
+	if _, at := d.field("Received"); at < 0 || at < arAt {
+		t.Errorf("our Authentication-Results is below the MTA's Received:\n%s", strings.Join(d.fields, "\n"))
+	}
+	for _, h := range s.headers {
+		if strings.HasPrefix(h, "Authentication-Results: relay.other.test") && !slices.Contains(d.fields, h) {
+			t.Errorf("another server's %q was removed", h)
+		}
+	}
+	switch f, _ := d.field("X-MXGuard-Verdict"); {
+	case verdict == "" && f != "":
+		t.Errorf("delivered with %q; want no verdict header", f)
+	case verdict != "" && f != "X-MXGuard-Verdict: "+verdict:
+		t.Errorf("verdict header %q; want %q", f, "X-MXGuard-Verdict: "+verdict)
+	}
+	if t.Failed() {
+		t.Logf("delivered %s:\n%s", d.path, strings.Join(d.fields, "\n"))
+	}
+}
+
+// twoOnOneConnection: two transactions on one SMTP connection, RSET
+// between: two rows, each with its own queue id.
+func (e *env) twoOnOneConnection(t *testing.T) {
+	const client = "192.0.2.9"
+	c := dialSMTP(t, e.mta.smtpAddr(), client, "client.test")
+	var qids []string
+	for i, from := range []string{"first@pass.test", "second@pass.test"} {
+		token := fmt.Sprintf("two-%d", i+1)
+		c.expect(c.cmd("MAIL FROM:<%s>", from), "250")
+		c.expect(c.cmd("RCPT TO:<u9@example.com>"), "250")
+		r := c.data(message(from, "u9@example.com", token))
+		qid := e.mta.queueID(r)
+		if r.code != "250" || qid == "" {
+			t.Fatalf("end of DATA %d: %q", i+1, r)
+		}
+		qids = append(qids, qid)
+		c.expect(c.cmd("RSET"), "250")
+		waitDelivery(t, e.mta.maildir(), token)
+		e.delivered = append(e.delivered, token)
+	}
+	c.expect(c.cmd("QUIT"), "221")
+	if qids[0] == qids[1] {
+		t.Fatalf("both messages got queue id %s", qids[0])
+	}
+	for i, from := range []string{"first@pass.test", "second@pass.test"} {
+		checkRow(t, e.mx.waitRow(t, from, "accept"), rowWant{
+			queueID: qids[i], clientIP: client, helo: "client.test", from: from, to: []string{"u9@example.com"},
+			direction: "inbound", org: "example", spf: "pass",
+		})
+	}
+}
+
+// dropMidData: the client goes away in the middle of the message. Nothing
+// is delivered, and the row says aborted, with the queue id the MTA had
+// given the transaction.
+func (e *env) dropMidData(t *testing.T) {
+	const client, from = "192.0.2.10", "dropped@pass.test"
+	c := dialSMTP(t, e.mta.smtpAddr(), client, "client.test")
+	c.expect(c.cmd("MAIL FROM:<%s>", from), "250")
+	c.expect(c.cmd("RCPT TO:<u10@example.com>"), "250")
+	c.expect(c.cmd("DATA"), "354")
+	if err := c.c.PrintfLine("From: <%s>\r\nSubject: e2e dropped\r\nX-E2E-ID: dropped", from); err != nil {
+		t.Fatal(err)
+	}
+	c.c.Close()
+	row := e.mx.waitRow(t, from, "aborted")
+	checkRow(t, row, rowWant{
+		queueID: e.mta.clientQueueID(t, client), clientIP: client, helo: "client.test", from: from, to: []string{"u10@example.com"},
+		direction: "inbound", org: "example", spf: "pass", reason: "Aborted",
+	})
+}
+
+// mxguardDown: while mxguard is stopped the MTA tempfails (never accepts
+// unjudged mail); once it is back, mail flows again.
+func (e *env) mxguardDown(t *testing.T) {
+	e.mx.stop()
+	stage, want := e.mta.milterDown()
+	s := swaksRun{client: "192.0.2.12", helo: "client.test", from: "while-down@pass.test", to: []string{"u12@example.com"},
+		headers: []string{"X-E2E-ID: while-down"}}
+	res := swaks(t, e.mta.smtpAddr(), s)
+	if got, ok := res.reply(stage); !ok || got != want {
+		t.Errorf("with mxguard stopped, reply to %s: %q; want %q\n%s", stage, got, want, res.transcript)
+	}
+
+	e.mx.start()
+	s = swaksRun{client: "192.0.2.13", helo: "client.test", from: "after-restart@pass.test", to: []string{"u13@example.com"},
+		headers: []string{"X-E2E-ID: after-restart"}}
+	res = swaks(t, e.mta.smtpAddr(), s)
+	got, ok := res.reply(".")
+	if !ok || got.code != "250" {
+		t.Fatalf("after mxguard's restart, end of DATA: %q\n%s", got, res.transcript)
+	}
+	e.mx.waitRow(t, "after-restart@pass.test", "accept")
+	e.checkDelivered(t, "after-restart", s, "pass", "")
+	e.mx.noRow(t, "while-down@pass.test")
+}
+
+// census checks the whole outcome: exactly the expected messages in the
+// Maildir, each once; every row one of the scenarios' transactions or a
+// connection without one; no queue id in two rows.
+func (e *env) census(t *testing.T) {
+	e.mta.waitQueueEmpty(t)
+	var got []string
+	for token, ds := range deliveries(t, e.mta.maildir()) {
+		for range ds {
+			got = append(got, token)
+		}
+	}
+	want := slices.Clone(e.delivered)
+	sort.Strings(got)
+	sort.Strings(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("delivered %q; want %q", got, want)
+	}
+
+	rows, err := e.mx.rows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if r.QueueID != "" {
+			if seen[r.QueueID] {
+				t.Errorf("queue id %s in two rows", r.QueueID)
+			}
+			seen[r.QueueID] = true
+		}
+		// With XCLIENT the MTA ends the milter session of its own
+		// loopback connection and opens one for the client it names:
+		// that first session is a connection without a transaction.
+		if r.MailFrom == "" && (r.Reason != "NoTransaction" || r.ClientIP != "127.0.0.1") {
+			t.Errorf("unexpected row %+v", r)
+		}
+	}
+}
