@@ -53,6 +53,10 @@ if [ "$e2e" != 0 ]; then
 	perl -MNet::SSLeay -e1 2>/dev/null || need libnet-ssleay-perl   # swaks --tls
 	perl -MIO::Socket::SSL -e1 2>/dev/null || need libio-socket-ssl-perl
 	command -v sqlite3 >/dev/null 2>&1 || need sqlite3            # make demo shows a query
+	# Sendmail's m4 configuration macros: postfix-integration's tests build a
+	# sendmail.cf from our snippet. sendmail-cf holds only m4 files and
+	# installs beside any MTA.
+	need_pkg m4 sendmail-cf
 	root=${POSTFIX_ROOT:-/var/cache/mxguard/postfix}
 	{ [ -x "$root/usr/lib/postfix/sbin/master" ] && getent passwd postfix >/dev/null &&
 		getent group postdrop >/dev/null; } || postfix_copy=1
