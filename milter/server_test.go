@@ -335,3 +335,25 @@ func TestConnectionReuse(t *testing.T) {
 		t.Errorf("%d sessions counted; want 1", n)
 	}
 }
+
+// TestClientName: Sendmail's "[address]" for a client without a verified
+// name is logged as "unknown", as Postfix says it.
+func TestClientName(t *testing.T) {
+	store := &faultyStore{}
+	_, addr := startTestServer(t, "", store)
+	s, err := milter.NewClient("tcp", addr).Session(milter.NewMacroBag())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Conn("[192.0.2.9]", milter.FamilyInet, 1, "192.0.2.9"); err != nil {
+		t.Fatal(err)
+	}
+	s.Helo("h.test")
+	if a := sendMessage(t, s, "x@sender.test", "u@example.com"); a.Type != milter.ActionAccept {
+		t.Fatal(a)
+	}
+	if r := store.last(); r.ClientName != "unknown" || r.ClientIP != "192.0.2.9" {
+		t.Errorf("client %q %q; want unknown, 192.0.2.9", r.ClientName, r.ClientIP)
+	}
+}

@@ -98,7 +98,7 @@ func (s *session) NewConnection(m milter.Modifier) error {
 
 func (s *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recoverPanic(atConnect, &resp, &err)
-	s.conn = policy.Connection{ClientName: host, Daemon: m.Get(milter.MacroDaemonName), IfAddr: m.Get(milter.MacroIfAddr)}
+	s.conn = policy.Connection{ClientName: clientName(host), Daemon: m.Get(milter.MacroDaemonName), IfAddr: m.Get(milter.MacroIfAddr)}
 	if family == "tcp4" || family == "tcp6" {
 		s.conn.ClientIP, _ = netip.ParseAddr(addr)
 	}
@@ -420,6 +420,16 @@ func (s *session) saveConnectionRow(action string, v policy.Verdict) {
 // SMFIP_HDR_LEADSPC, so the MTA writes the value right after the colon and
 // the space that separates them is ours to send.
 func wireValue(v string) string { return " " + v }
+
+// clientName is the client's host name as the MTA resolved it. Postfix
+// says "unknown" when the address has no verified name; Sendmail gives the
+// address in brackets instead. The log says "unknown" for both.
+func clientName(host string) string {
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		return "unknown"
+	}
+	return host
+}
 
 // cleanAddr strips the angle brackets and blanks MTAs leave around
 // envelope addresses; "<>" becomes "", the null sender.
