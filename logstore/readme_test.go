@@ -4,37 +4,24 @@ import (
 	"database/sql"
 	"os"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/mdsql"
 )
 
-// readmeQueries returns the ```sql blocks of README.md by name; a block's
-// first line is "-- name: description".
+// readmeQueries returns README.md's ```sql blocks by name.
 func readmeQueries(t *testing.T) map[string]string {
 	t.Helper()
 	text, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	queries := make(map[string]string)
-	rest := string(text)
-	for {
-		_, block, ok := strings.Cut(rest, "```sql\n")
-		if !ok {
-			return queries
-		}
-		block, rest, ok = strings.Cut(block, "```")
-		if !ok {
-			t.Fatal("README.md: unterminated sql block")
-		}
-		first, _, _ := strings.Cut(block, "\n")
-		name, _, ok := strings.Cut(strings.TrimPrefix(first, "-- "), ":")
-		if !ok || !strings.HasPrefix(first, "-- ") {
-			t.Fatalf("README.md: sql block does not start with \"-- name: description\": %q", first)
-		}
-		queries[name] = block
+	queries, err := mdsql.Blocks(string(text))
+	if err != nil {
+		t.Fatalf("README.md: %v", err)
 	}
+	return queries
 }
 
 // TestReadmeQueries runs the README's example queries against a populated

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/mdsql"
 	"github.com/mxguard/mxguard/logstore" // also registers the sqlite3 driver
 )
 
@@ -78,26 +79,12 @@ func TestReadmeQueries(t *testing.T) {
 	}
 }
 
-// readmeSQL returns README.md's ```sql blocks by name; a block's first line
-// is "-- name: description".
+// readmeSQL returns README.md's ```sql blocks by name.
 func readmeSQL(t *testing.T) map[string]string {
 	t.Helper()
-	rest := readFile(t, "README.md")
-	queries := make(map[string]string)
-	for {
-		_, block, ok := strings.Cut(rest, "```sql\n")
-		if !ok {
-			return queries
-		}
-		block, rest, ok = strings.Cut(block, "```")
-		if !ok {
-			t.Fatal("README.md: unterminated sql block")
-		}
-		first, _, _ := strings.Cut(block, "\n")
-		name, _, ok := strings.Cut(strings.TrimPrefix(first, "-- "), ":")
-		if !ok || !strings.HasPrefix(first, "-- ") {
-			t.Fatalf("README.md: sql block does not start with \"-- name: description\": %q", first)
-		}
-		queries[name] = block
+	queries, err := mdsql.Blocks(readFile(t, "README.md"))
+	if err != nil {
+		t.Fatalf("README.md: %v", err)
 	}
+	return queries
 }
