@@ -59,6 +59,7 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 }
 
 func (g *frameGuard) readFrame() ([]byte, error) {
+	quickAck(g.Conn)
 	var hdr [4]byte
 	if _, err := io.ReadFull(g.Conn, hdr[:]); err != nil {
 		return nil, err
