@@ -2,8 +2,8 @@ package e2e
 
 // What the end-to-end tests need whatever the MTA: the DNS server, the
 // mxguard daemon, swaks and its transcript, a small SMTP client, the
-// transaction log and the Maildir. The MTAs are in their own files
-// (postfix_test.go), the scenarios in scenarios_test.go.
+// transaction log and the delivered mail. The MTAs are in their own files
+// (postfix_test.go, sendmail_test.go), the scenarios in scenarios_test.go.
 
 import (
 	"bufio"
@@ -63,17 +63,41 @@ func password(user string) string {
 
 // zone is the DNS mxguard sees. The outside clients are TEST-NET addresses:
 // 192.0.2.0/24 may send for pass.test and soft.test, 203.0.113.0/24 and
-// 198.51.100.0/24 may not. example.net publishes no SPF record.
+// 198.51.100.0/24 may not. example.net publishes no SPF record. Where the
+// MTA cannot be told a client's address (Sendmail has no XCLIENT), clients
+// connect from the loopback twins of those addresses (loopbackTwin), so
+// 127.0.2.0/24, the twin of 192.0.2.0/24, may send for the same domains.
 const zone = `
 $TTL 300
-pass.test.    IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
-soft.test.    IN TXT "v=spf1 ip4:192.0.2.0/24 ~all"
-example.com.  IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
+pass.test.    IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 -all"
+soft.test.    IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 ~all"
+example.com.  IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 -all"
 `
 
-// mxguardConfig is mxguard's configuration: listen address, log path and
-// resolver are filled in. 127.0.0.0/8 is trusted, so the MTA's own
-// connections are; the tests pose as outside clients with XCLIENT.
+// loopbackTwin is the loopback address that stands for the TEST-NET
+// address ip where a client has to connect from the address the MTA is to
+// see: the first octet becomes 127 (192.0.2.1 → 127.0.2.1, 203.0.113.2 →
+// 127.0.113.2, 198.51.100.8 → 127.51.100.8). The three TEST-NETs keep
+// distinct twins, all of them in 127.0.0.0/8, which Linux routes to lo, and
+// none of them 127.0.0.1, the MTA's own.
+func loopbackTwin(ip string) string {
+	_, rest, _ := strings.Cut(ip, ".")
+	return "127." + rest
+}
+
+// origin is where a test client comes from, as the MTA and mxguard see it.
+type origin struct {
+	addr string // the client's address
+	// xclient: the client connects from 127.0.0.1 and names addr with
+	// XCLIENT (Postfix). Otherwise it connects from addr itself, a
+	// loopback address.
+	xclient bool
+}
+
+// mxguardConfig is mxguard's configuration: listen address, log path,
+// resolver and trusted networks are filled in. The MTA's own loopback
+// connections are trusted; outside clients are posed with XCLIENT or come
+// from loopback addresses that are not (see origin).
 const mxguardConfig = `hostname = "mx.example.com"
 
 [milter]
@@ -90,7 +114,7 @@ resolver = %q
 timeout = "2s"
 
 [relay]
-trusted_networks = ["127.0.0.0/8"]
+trusted_networks = [%q]
 
 [relay.sender_login]
 "alice" = ["alice@example.com"]
@@ -251,8 +275,9 @@ type mxguard struct {
 	exited chan error
 }
 
-// newMxguard writes the configuration into dir and starts the daemon.
-func newMxguard(t *testing.T, dir, dnsAddr string) *mxguard {
+// newMxguard writes the configuration into dir and starts the daemon,
+// trusting the network trusted (a CIDR prefix).
+func newMxguard(t *testing.T, dir, dnsAddr, trusted string) *mxguard {
 	t.Helper()
 	m := &mxguard{
 		t:      t,
@@ -261,7 +286,7 @@ func newMxguard(t *testing.T, dir, dnsAddr string) *mxguard {
 		db:     filepath.Join(dir, "mxguard.db"),
 		listen: fmt.Sprintf("inet:127.0.0.1:%d", freePort(t)),
 	}
-	cfg := fmt.Sprintf(mxguardConfig, m.listen, m.db, dnsAddr)
+	cfg := fmt.Sprintf(mxguardConfig, m.listen, m.db, dnsAddr, trusted)
 	if err := os.WriteFile(m.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +470,7 @@ func parseReply(line string) smtpReply {
 
 // swaksRun is one swaks invocation: how to send, and what came of it.
 type swaksRun struct {
-	client  string // XCLIENT address; "" connects as the loopback client it is
+	client  string // the outside client's TEST-NET address (see origin); "" is 127.0.0.1, the MTA's own
 	helo    string
 	from    string
 	to      []string
@@ -468,14 +493,17 @@ type tline struct {
 // "<~*" for error replies), then a blank.
 var tlineRE = regexp.MustCompile(`^( ->| ~>|\*\*>|\*~>|<- |<~ |<\*\*|<~\*) (.*)$`)
 
-// swaks runs swaks against the MTA at addr.
-func swaks(t *testing.T, addr string, s swaksRun) *swaksRun {
+// swaks runs swaks against the MTA at addr, as a client from o.
+func swaks(t *testing.T, addr string, o origin, s swaksRun) *swaksRun {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
 	args := []string{"--server", host, "--port", port, "--timeout", "30",
 		"--helo", s.helo, "--from", s.from, "--to", strings.Join(s.to, ",")}
-	if s.client != "" {
-		args = append(args, "--xclient-addr", s.client)
+	switch {
+	case o.xclient:
+		args = append(args, "--xclient-addr", o.addr)
+	case o.addr != "":
+		args = append(args, "--local-interface", o.addr)
 	}
 	if s.auth != "" {
 		args = append(args, "--tls", "--auth", "PLAIN", "--auth-user", s.auth, "--auth-password", password(s.auth))
@@ -530,11 +558,15 @@ type smtpClient struct {
 	c *textproto.Conn
 }
 
-// dialSMTP connects to addr, says EHLO, and with XCLIENT poses as client
-// (the MTA then greets anew and wants EHLO again).
-func dialSMTP(t *testing.T, addr, client, helo string) *smtpClient {
+// dialSMTP connects to addr as a client from o and says EHLO. With
+// XCLIENT the MTA then greets anew and wants EHLO again.
+func dialSMTP(t *testing.T, addr string, o origin, helo string) *smtpClient {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, waitFor)
+	d := net.Dialer{Timeout: waitFor}
+	if !o.xclient && o.addr != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(o.addr)}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,8 +575,8 @@ func dialSMTP(t *testing.T, addr, client, helo string) *smtpClient {
 	t.Cleanup(func() { s.c.Close() })
 	s.expect(s.read(), "220")
 	s.expect(s.cmd("EHLO %s", helo), "250")
-	if client != "" {
-		s.expect(s.cmd("XCLIENT ADDR=%s", client), "220")
+	if o.xclient {
+		s.expect(s.cmd("XCLIENT ADDR=%s", o.addr), "220")
 		s.expect(s.cmd("EHLO %s", helo), "250")
 	}
 	return s
@@ -594,7 +626,7 @@ func message(from, to, token string) string {
 		from, to, token, token, token, token)
 }
 
-// delivery is a message found in the Maildir.
+// delivery is a message found in the mailbox.
 type delivery struct {
 	path   string
 	header mail.Header
@@ -625,10 +657,11 @@ func readDelivery(path string) (delivery, error) {
 	return delivery{path: path, header: msg.Header, fields: fields}, nil
 }
 
-// deliveries returns every message in maildir's new/ by its X-E2E-ID.
-func deliveries(t *testing.T, maildir string) map[string][]delivery {
+// deliveries returns every message delivered into mailbox (a glob of
+// complete message files) by its X-E2E-ID.
+func deliveries(t *testing.T, mailbox string) map[string][]delivery {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(maildir, "new", "*"))
+	files, err := filepath.Glob(mailbox)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -644,19 +677,19 @@ func deliveries(t *testing.T, maildir string) map[string][]delivery {
 	return byToken
 }
 
-// waitDelivery waits until the message with token is in maildir.
-func waitDelivery(t *testing.T, maildir, token string) delivery {
+// waitDelivery waits until the message with token is in mailbox.
+func waitDelivery(t *testing.T, mailbox, token string) delivery {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
-		if ds := deliveries(t, maildir)[token]; len(ds) > 0 {
+		if ds := deliveries(t, mailbox)[token]; len(ds) > 0 {
 			if len(ds) > 1 {
 				t.Fatalf("message %s delivered %d times", token, len(ds))
 			}
 			return ds[0]
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("message %s not delivered into %s within %v", token, maildir, waitFor)
+			t.Fatalf("message %s not delivered into %s within %v", token, mailbox, waitFor)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}

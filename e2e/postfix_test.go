@@ -24,7 +24,9 @@ func TestPostfix(t *testing.T) {
 	start := time.Now()
 	dir := testDir(t)
 	dns := startDNS(t)
-	mx := newMxguard(t, dir, dns.Addr())
+	// 127.0.0.0/8: Postfix's own connections, and the XCLIENT sessions'
+	// loopback origin; outside clients are the addresses XCLIENT names.
+	mx := newMxguard(t, dir, dns.Addr(), "127.0.0.0/8")
 	pf := startPostfix(t, filepath.Join(dir, "postfix"), mx.listen)
 	t.Logf("setup (mxguard build, DNS, mxguard, Postfix instance): %v", time.Since(start).Round(time.Millisecond))
 
@@ -82,7 +84,25 @@ func (p *postfix) run(args ...string) string {
 }
 
 func (p *postfix) smtpAddr() string { return fmt.Sprintf("127.0.0.1:%d", p.port) }
-func (p *postfix) maildir() string  { return filepath.Join(p.dir, "mail", "inbox") }
+
+// mailbox: virtual(8) delivers into one Maildir, whose new/ holds only
+// complete messages.
+func (p *postfix) mailbox() string { return filepath.Join(p.dir, "mail", "inbox", "new", "*") }
+
+// client: Postfix honours XCLIENT from loopback (smtpd_authorized_xclient_hosts).
+func (p *postfix) client(ip string) origin {
+	if ip == "" {
+		return origin{addr: "127.0.0.1"}
+	}
+	return origin{addr: ip, xclient: true}
+}
+
+// milterReply: Postfix passes a milter's reply on as it is.
+func (p *postfix) milterReply(r smtpReply) smtpReply { return r }
+
+// ownSessions: with XCLIENT, Postfix's smtpd opens a milter session for the
+// loopback connection and a new one for the client XCLIENT names.
+func (p *postfix) ownSessions() bool { return true }
 
 func (p *postfix) logText() string {
 	b, _ := os.ReadFile(filepath.Join(p.dir, "maillog"))
@@ -147,9 +167,9 @@ func (p *postfix) queue() []queued {
 	return q
 }
 
-// held: quarantine is Postfix's hold queue. The header is the queued
-// message's, as mxguard edited it.
-func (p *postfix) held(t *testing.T, queueID string) (mail.Header, bool) {
+// held: quarantine is Postfix's hold queue, which keeps no reason. The
+// header is the queued message's, as mxguard edited it.
+func (p *postfix) held(t *testing.T, queueID string) (mail.Header, string, bool) {
 	t.Helper()
 	for _, e := range p.queue() {
 		if e.QueueID == queueID && e.QueueName == "hold" {
@@ -157,10 +177,10 @@ func (p *postfix) held(t *testing.T, queueID string) (mail.Header, bool) {
 			if err != nil {
 				t.Fatalf("postcat -h -q %s: %v", queueID, err)
 			}
-			return msg.Header, true
+			return msg.Header, "", true
 		}
 	}
-	return nil, false
+	return nil, "", false
 }
 
 // release delivers a held message, the way docs/config.md tells admins to.

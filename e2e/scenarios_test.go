@@ -16,49 +16,71 @@ import (
 )
 
 // mta is a real MTA on loopback with mxguard as its milter, as the
-// scenarios need it. Postfix implements it (postfix_test.go); a Sendmail
-// phase implements it the same way. Where MTAs differ, the method says
-// what Postfix does; the Sendmail values are in README.md.
+// scenarios need it: Postfix (postfix_test.go) and Sendmail
+// (sendmail_test.go). Where MTAs differ, the method says what each does
+// (README.md has the table).
 type mta interface {
-	// smtpAddr is the "127.0.0.1:PORT" of its SMTP service, which honours
-	// XCLIENT from loopback and offers STARTTLS and AUTH PLAIN for
-	// saslUsers.
+	// smtpAddr is the "127.0.0.1:PORT" of its SMTP service, which offers
+	// STARTTLS, and AUTH PLAIN for saslUsers after it.
 	smtpAddr() string
-	// maildir is where mail for localDomains is delivered.
-	maildir() string
+	// client is where a client must come from to be seen as the outside
+	// client ip (a TEST-NET address; "" is the MTA's own 127.0.0.1).
+	// Postfix: ip itself, named with XCLIENT. Sendmail has no XCLIENT: the
+	// client connects from loopbackTwin(ip).
+	client(ip string) origin
+	// mailbox is a glob of the complete message files delivered for
+	// localDomains (Postfix: a Maildir's new/*; Sendmail: one file per
+	// recipient).
+	mailbox() string
 	// logText is the MTA's mail log so far.
 	logText() string
 
-	// queueID is the queue id in the reply to the end of DATA
-	// (Postfix: "250 2.0.0 Ok: queued as ID").
+	// queueID is the queue id in the reply to the end of DATA (Postfix:
+	// "250 2.0.0 Ok: queued as ID"; Sendmail: "250 2.0.0 ID Message
+	// accepted for delivery").
 	queueID(r smtpReply) string
-	// refusedQueueID is the queue id the MTA had when it refused a
-	// transaction at MAIL FROM or RCPT TO. Postfix assigns none before the
-	// first accepted RCPT (it logs NOQUEUE), so "".
+	// milterReply is the reply mxguard gave, from the reply r the client
+	// got to MAIL FROM or RCPT TO. Postfix passes it on as it is; Sendmail
+	// puts "<address>... " in front of the text.
+	milterReply(r smtpReply) smtpReply
+	// refusedQueueID is the queue id the MTA had when it refused the
+	// transaction of clientIP at MAIL FROM or RCPT TO. Postfix assigns
+	// none before the first accepted RCPT (it logs NOQUEUE), so "";
+	// Sendmail assigns one at MAIL FROM, and logs it.
 	refusedQueueID(t *testing.T, clientIP string) string
 	// clientQueueID is the queue id the MTA logged for the transaction of
-	// clientIP, for transactions whose client never saw one.
+	// clientIP, for transactions whose client never saw one (Postfix: when
+	// it opens the queue file; Sendmail: when the transaction ends).
 	clientQueueID(t *testing.T, clientIP string) string
 	// milterRejected requires the MTA's log to say that the milter, not
 	// the MTA's own rules, refused clientIP at stage ("MAIL", "RCPT") with r.
 	milterRejected(t *testing.T, stage, clientIP string, r smtpReply)
 	// relayed requires the MTA to have passed the message on to its
-	// outside recipient (a test MTA discards such mail, after logging it).
+	// outside recipient (a test MTA logs it and keeps nothing from leaving
+	// the host: Postfix discards it, Sendmail writes it to a directory).
 	relayed(t *testing.T, queueID string)
-	// held reports whether the message is quarantined (Postfix: the hold
-	// queue), and its header as held.
-	held(t *testing.T, queueID string) (mail.Header, bool)
+	// held reports whether the message is quarantined, its header as
+	// held, and the reason the MTA keeps with it (Postfix: the hold
+	// queue, which keeps none, so ""; Sendmail: an hf queue file, which
+	// keeps the milter's reason).
+	held(t *testing.T, queueID string) (h mail.Header, reason string, ok bool)
 	// release takes a message out of quarantine and delivers it.
 	release(t *testing.T, queueID string)
 	// waitQueueEmpty waits until no accepted mail is still on its way.
 	waitQueueEmpty(t *testing.T)
 	// milterDown is the reply a client gets, and to which command, while
-	// mxguard is unreachable (Postfix: milter_default_action = tempfail).
+	// mxguard is unreachable (Postfix: milter_default_action = tempfail;
+	// Sendmail: the milter's F=T).
 	milterDown() (stage string, r smtpReply)
+	// ownSessions reports whether the MTA opens a milter session for its
+	// own loopback connection before each outside client's (Postfix does,
+	// with XCLIENT: mxguard logs each as a connection without a
+	// transaction from 127.0.0.1).
+	ownSessions() bool
 }
 
 // env is one MTA phase: the MTA, mxguard behind it, and what the
-// scenarios expect in the Maildir at the end.
+// scenarios expect in the mailbox at the end.
 type env struct {
 	mta       mta
 	mx        *mxguard
@@ -70,7 +92,7 @@ type fate int
 
 const (
 	refused   fate = iota // a 4xx or 5xx reply; nothing queued
-	delivered             // into the Maildir
+	delivered             // into the mailbox
 	relayed               // passed on to its outside recipient
 	held                  // quarantined, then released and delivered
 )
@@ -81,8 +103,8 @@ type scenario struct {
 	send swaksRun
 
 	// The reply to stage ("MAIL FROM", "RCPT TO" or "." for the end of
-	// DATA): code, enhanced code, and the reason the text starts with
-	// (also the row's reason).
+	// DATA): code, enhanced code, and the reason the text of mxguard's
+	// reply starts with (also the row's reason).
 	stage, code, enh, reason string
 
 	fate fate
@@ -140,7 +162,7 @@ var scenarios = []scenario{{
 	action: "reject", direction: "outbound", org: "example",
 }, {
 	name: "trusted-relay",
-	// No XCLIENT: the client is 127.0.0.1, in trusted_networks.
+	// The client is the MTA's own 127.0.0.1, in trusted_networks.
 	send:  swaksRun{from: "app@example.com", to: []string{"partner@elsewhere.test"}},
 	stage: ".", code: "250", enh: "2.0.0",
 	fate:   relayed,
@@ -194,7 +216,8 @@ func (e *env) run(t *testing.T, sc scenario) {
 		s.helo = "client.test"
 	}
 	s.headers = append([]string{"Subject: e2e " + sc.name, "X-E2E-ID: " + sc.name}, s.headers...)
-	res := swaks(t, e.mta.smtpAddr(), s)
+	o := e.mta.client(s.client)
+	res := swaks(t, e.mta.smtpAddr(), o, s)
 	defer func() {
 		if t.Failed() {
 			t.Logf("swaks (exit %d):\n%s", res.exit, res.transcript)
@@ -205,18 +228,15 @@ func (e *env) run(t *testing.T, sc scenario) {
 	if !ok {
 		t.Fatalf("no reply to %s", sc.stage)
 	}
-	wantText := "" // a refusal's text starts with the reason
+	wantText, ours := "", got // a refusal's text starts with the reason
 	if sc.fate == refused {
-		wantText = sc.reason
+		wantText, ours = sc.reason, e.mta.milterReply(got)
 	}
-	if got.code != sc.code || got.enh != sc.enh || !strings.HasPrefix(got.text, wantText) {
+	if got.code != sc.code || got.enh != sc.enh || !strings.HasPrefix(ours.text, wantText) {
 		t.Fatalf("reply to %s: %q; want %s %s %s...", sc.stage, got, sc.code, sc.enh, wantText)
 	}
 
-	clientIP := s.client
-	if clientIP == "" {
-		clientIP = "127.0.0.1"
-	}
+	clientIP := o.addr
 	var qid string
 	if sc.fate == refused {
 		stage, _, _ := strings.Cut(sc.stage, " ")
@@ -229,7 +249,7 @@ func (e *env) run(t *testing.T, sc scenario) {
 	row := e.mx.waitRow(t, s.from, sc.action)
 	wantReply, wantTo := "", s.to
 	if sc.fate == refused {
-		wantReply = got.String()
+		wantReply = ours.String()
 	}
 	if sc.stage == "MAIL FROM" { // no RCPT TO came
 		wantTo = nil
@@ -248,12 +268,16 @@ func (e *env) run(t *testing.T, sc scenario) {
 	case relayed:
 		e.mta.relayed(t, qid)
 	case held:
-		h, ok := e.mta.held(t, qid)
+		h, reason, ok := e.mta.held(t, qid)
 		if !ok {
 			t.Fatalf("%s is not held", qid)
 		}
 		if v := h.Get("X-MXGuard-Verdict"); v != sc.verdict {
 			t.Errorf("held message's X-MXGuard-Verdict %q; want %q", v, sc.verdict)
+		}
+		// Where the MTA keeps a reason (Sendmail), it is mxguard's.
+		if want := "mxguard: " + sc.reason; reason != "" && reason != want {
+			t.Errorf("quarantine reason %q; want %q", reason, want)
 		}
 		e.mta.release(t, qid)
 		e.checkDelivered(t, sc.name, s, sc.spf, sc.verdict)
@@ -280,13 +304,13 @@ func checkRow(t *testing.T, r logstore.Record, w rowWant) {
 	}
 }
 
-// checkDelivered requires the message in the Maildir with our
+// checkDelivered requires the message in the mailbox with our
 // Authentication-Results on top (above the MTA's Received), carrying the
 // SPF result, no forged copy of it, and the verdict header when tagged.
 func (e *env) checkDelivered(t *testing.T, token string, s swaksRun, spf, verdict string) {
 	t.Helper()
 	e.delivered = append(e.delivered, token)
-	d := waitDelivery(t, e.mta.maildir(), token)
+	d := waitDelivery(t, e.mta.mailbox(), token)
 	wantAR := fmt.Sprintf("Authentication-Results: mx.example.com; spf=%s smtp.helo=%s smtp.mailfrom=%s", spf, s.helo, s.from)
 	var ours []string
 	arAt := -1
@@ -322,7 +346,7 @@ func (e *env) checkDelivered(t *testing.T, token string, s swaksRun, spf, verdic
 // twoOnOneConnection: two transactions on one SMTP connection, RSET
 // between: two rows, each with its own queue id.
 func (e *env) twoOnOneConnection(t *testing.T) {
-	const client = "192.0.2.9"
+	client := e.mta.client("192.0.2.9")
 	c := dialSMTP(t, e.mta.smtpAddr(), client, "client.test")
 	var qids []string
 	for i, from := range []string{"first@pass.test", "second@pass.test"} {
@@ -336,7 +360,7 @@ func (e *env) twoOnOneConnection(t *testing.T) {
 		}
 		qids = append(qids, qid)
 		c.expect(c.cmd("RSET"), "250")
-		waitDelivery(t, e.mta.maildir(), token)
+		waitDelivery(t, e.mta.mailbox(), token)
 		e.delivered = append(e.delivered, token)
 	}
 	c.expect(c.cmd("QUIT"), "221")
@@ -345,7 +369,7 @@ func (e *env) twoOnOneConnection(t *testing.T) {
 	}
 	for i, from := range []string{"first@pass.test", "second@pass.test"} {
 		checkRow(t, e.mx.waitRow(t, from, "accept"), rowWant{
-			queueID: qids[i], clientIP: client, helo: "client.test", from: from, to: []string{"u9@example.com"},
+			queueID: qids[i], clientIP: client.addr, helo: "client.test", from: from, to: []string{"u9@example.com"},
 			direction: "inbound", org: "example", spf: "pass",
 		})
 	}
@@ -355,7 +379,8 @@ func (e *env) twoOnOneConnection(t *testing.T) {
 // is delivered, and the row says aborted, with the queue id the MTA had
 // given the transaction.
 func (e *env) dropMidData(t *testing.T) {
-	const client, from = "192.0.2.10", "dropped@pass.test"
+	const from = "dropped@pass.test"
+	client := e.mta.client("192.0.2.10")
 	c := dialSMTP(t, e.mta.smtpAddr(), client, "client.test")
 	c.expect(c.cmd("MAIL FROM:<%s>", from), "250")
 	c.expect(c.cmd("RCPT TO:<u10@example.com>"), "250")
@@ -366,7 +391,7 @@ func (e *env) dropMidData(t *testing.T) {
 	c.c.Close()
 	row := e.mx.waitRow(t, from, "aborted")
 	checkRow(t, row, rowWant{
-		queueID: e.mta.clientQueueID(t, client), clientIP: client, helo: "client.test", from: from, to: []string{"u10@example.com"},
+		queueID: e.mta.clientQueueID(t, client.addr), clientIP: client.addr, helo: "client.test", from: from, to: []string{"u10@example.com"},
 		direction: "inbound", org: "example", spf: "pass", reason: "Aborted",
 	})
 }
@@ -378,7 +403,7 @@ func (e *env) mxguardDown(t *testing.T) {
 	stage, want := e.mta.milterDown()
 	s := swaksRun{client: "192.0.2.12", helo: "client.test", from: "while-down@pass.test", to: []string{"u12@example.com"},
 		headers: []string{"X-E2E-ID: while-down"}}
-	res := swaks(t, e.mta.smtpAddr(), s)
+	res := swaks(t, e.mta.smtpAddr(), e.mta.client(s.client), s)
 	if got, ok := res.reply(stage); !ok || got != want {
 		t.Errorf("with mxguard stopped, reply to %s: %q; want %q\n%s", stage, got, want, res.transcript)
 	}
@@ -386,7 +411,7 @@ func (e *env) mxguardDown(t *testing.T) {
 	e.mx.start()
 	s = swaksRun{client: "192.0.2.13", helo: "client.test", from: "after-restart@pass.test", to: []string{"u13@example.com"},
 		headers: []string{"X-E2E-ID: after-restart"}}
-	res = swaks(t, e.mta.smtpAddr(), s)
+	res = swaks(t, e.mta.smtpAddr(), e.mta.client(s.client), s)
 	got, ok := res.reply(".")
 	if !ok || got.code != "250" {
 		t.Fatalf("after mxguard's restart, end of DATA: %q\n%s", got, res.transcript)
@@ -397,12 +422,13 @@ func (e *env) mxguardDown(t *testing.T) {
 }
 
 // census checks the whole outcome: exactly the expected messages in the
-// Maildir, each once; every row one of the scenarios' transactions or a
-// connection without one; no queue id in two rows.
+// mailbox, each once; every row one of the scenarios' transactions or, on
+// an MTA with ownSessions, its own connection without one; no queue id in
+// two rows.
 func (e *env) census(t *testing.T) {
 	e.mta.waitQueueEmpty(t)
 	var got []string
-	for token, ds := range deliveries(t, e.mta.maildir()) {
+	for token, ds := range deliveries(t, e.mta.mailbox()) {
 		for range ds {
 			got = append(got, token)
 		}
@@ -426,10 +452,10 @@ func (e *env) census(t *testing.T) {
 			}
 			seen[r.QueueID] = true
 		}
-		// With XCLIENT the MTA ends the milter session of its own
+		// With XCLIENT Postfix ends the milter session of its own
 		// loopback connection and opens one for the client it names:
 		// that first session is a connection without a transaction.
-		if r.MailFrom == "" && (r.Reason != "NoTransaction" || r.ClientIP != "127.0.0.1") {
+		if r.MailFrom == "" && (!e.mta.ownSessions() || r.Reason != "NoTransaction" || r.ClientIP != "127.0.0.1") {
 			t.Errorf("unexpected row %+v", r)
 		}
 	}

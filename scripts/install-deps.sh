@@ -29,14 +29,18 @@ fi
 # --- C compiler: cgo builds github.com/mattn/go-sqlite3 (the transaction log).
 command -v gcc >/dev/null 2>&1 || need gcc libc6-dev
 
-# --- End-to-end tests (e2e/) and "make demo": a real Postfix in front of
-# mxguard. Postfix itself is not installed as a package: installing it would
-# remove an installed MTA (exim4, sendmail). scripts/postfix-instance.sh
-# runs a private unpacked copy of Debian's package; here come what that copy
-# links against and the client-side tools. MXGUARD_E2E=0 skips all of it
-# (see e2e/README.md).
+# --- End-to-end tests (e2e/) and "make demo": a real Postfix and a real
+# Sendmail in front of mxguard. Neither is installed as a package:
+# installing one would remove an installed MTA (exim4, the other one).
+# scripts/postfix-instance.sh runs a private unpacked copy of Debian's
+# postfix; here come what that copy links against and the client-side tools.
+# scripts/sendmail/instance.sh does the same for sendmail-bin and installs
+# what its copy needs itself. MXGUARD_E2E=0 skips all of it (see
+# e2e/README.md).
 e2e=${MXGUARD_E2E:-1}
 postfix_copy=0
+sendmail_copy=0
+sendmail_instance=$(dirname "$0")/sendmail/instance.sh
 if [ "$e2e" != 0 ]; then
 	# need_pkg PACKAGE...: queue the packages that are not installed
 	need_pkg() {
@@ -60,12 +64,18 @@ if [ "$e2e" != 0 ]; then
 	root=${POSTFIX_ROOT:-/var/cache/mxguard/postfix}
 	{ [ -x "$root/usr/lib/postfix/sbin/master" ] && getent passwd postfix >/dev/null &&
 		getent group postdrop >/dev/null; } || postfix_copy=1
+	# the private Sendmail copy and its libraries and tools (quiet when present)
+	"$sendmail_instance" installed 2>/dev/null || sendmail_copy=1
 fi
 
-[ ${#missing_pkgs[@]} -eq 0 ] && [ "$postfix_copy" = 0 ] && exit 0
+[ ${#missing_pkgs[@]} -eq 0 ] && [ "$postfix_copy" = 0 ] && [ "$sendmail_copy" = 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
-	echo "deps: missing ${missing_pkgs[*]}${missing_pkgs[*]:+ }$([ "$postfix_copy" = 1 ] && echo "the private Postfix copy")" >&2
+	what=("${missing_pkgs[@]}")
+	[ "$postfix_copy" = 1 ] && what+=("the private Postfix copy")
+	[ "$sendmail_copy" = 1 ] && what+=("the private Sendmail copy")
+	printf -v list '%s, ' "${what[@]}"
+	echo "deps: missing ${list%, }" >&2
 	echo "  run scripts/install-deps.sh as root (e.g. sudo make deps)," >&2
 	echo "  or skip the end-to-end tests with MXGUARD_E2E=0 (e2e/README.md)" >&2
 	exit 1
@@ -87,4 +97,7 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
 fi
 if [ "$postfix_copy" = 1 ]; then
 	"$(dirname "$0")/postfix-instance.sh" install
+fi
+if [ "$sendmail_copy" = 1 ]; then
+	"$sendmail_instance" install
 fi
