@@ -24,7 +24,7 @@ help:
 	@echo "  build   build $(BIN)/mxguard and $(BIN)/mxguard-demo"
 	@echo "  deps    install missing build and test dependencies (gcc for cgo; root uses apt-get)"
 	@echo "  test    deps, then go vet and go test -race over every package, including the"
-	@echo "          end-to-end tests behind a real Postfix (as root; e2e/README.md)"
+	@echo "          end-to-end tests behind real Postfix and Sendmail (as root; e2e/README.md)"
 	@echo "  demo    build, run mxguard with examples/mxguard.toml behind a throwaway Postfix on"
 	@echo "          loopback (as root), send mail through it with swaks and show the log"
 	@echo "          (DEMO_DIR=$(DEMO_DIR) DEMO_LISTEN=$(DEMO_LISTEN) DEMO_SMTP=$(DEMO_SMTP); KEEP=1 leaves it running)"
