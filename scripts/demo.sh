@@ -206,8 +206,15 @@ echo "Delivered into the Maildir $maildir: $(find "$maildir" -type f 2>/dev/null
 tagged=$(grep -l '^X-MXGuard-Verdict:' "$maildir"/* 2>/dev/null | head -n1 || true)
 [ -n "$tagged" ] && sed -n '/^$/q; /^Return-Path:/,/^Received:/p' "$tagged" | grep -v '^\s' | sed 's/^/  | /'
 echo
-echo "Held by Postfix (scripts/postfix-instance.sh run $pf_dir postqueue -p):"
-"$instance" run "$pf_dir" postqueue -p | sed 's/^/  | /'
+# mxguard quarantine runs Postfix's postqueue and postsuper; here they are
+# the demo's private copy, so PATH and LD_LIBRARY_PATH point at it.
+pf_root=${POSTFIX_ROOT:-/var/cache/mxguard/postfix}
+quarantine() {
+	PATH="$pf_root/usr/sbin:$PATH" LD_LIBRARY_PATH="$pf_root/usr/lib/postfix" \
+		"$BIN/mxguard" quarantine "$@" -db "$db" -postfix-config "$pf_dir/conf"
+}
+echo "Held by Postfix, as mxguard quarantine list shows it (with the reason from the log):"
+quarantine list | sed 's/^/  | /'
 echo
 
 "$BIN/mxguard-demo" -log-only -skip-idle -db "$db"
@@ -234,7 +241,9 @@ KEEP=1: the demo keeps running. Send more mail with swaks, e.g.:
 
   the log:        $BIN/mxguard-demo -log-only -skip-idle -db $db
   Postfix's log:  $pf_dir/maillog
-  held mail:      scripts/postfix-instance.sh run $pf_dir postqueue -p
+  held mail:      PATH=$pf_root/usr/sbin:\$PATH LD_LIBRARY_PATH=$pf_root/usr/lib/postfix \\
+                    $BIN/mxguard quarantine list -db $db -postfix-config $pf_dir/conf
+                  (release QUEUE-ID / delete QUEUE-ID the same way; on a real host just: mxguard quarantine list)
   mxguard's log:  $DEMO_DIR/mxguard.log
 
 Stop it with:  DEMO_DIR=$DEMO_DIR scripts/demo.sh stop    (make clean does too)
