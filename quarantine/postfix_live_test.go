@@ -76,6 +76,9 @@ command_directory = %[3]s/usr/sbin
 shlib_directory = %[2]s
 meta_directory = %[3]s/etc/postfix
 import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME LD_LIBRARY_PATH=%[2]s
+# sendmail starts postdrop with export_environment only: the private
+# copy's libraries must be named there too
+export_environment = TZ MAIL_CONFIG LANG LD_LIBRARY_PATH=%[2]s
 queue_directory = %[1]s/spool
 data_directory = %[1]s/data
 myhostname = mx.example.test
