@@ -49,9 +49,16 @@ type MilterConfig struct {
 
 // LogConfig is the [log] section: the transaction log and the debug log.
 type LogConfig struct {
-	Path        string `toml:"path"`
-	Synchronous string `toml:"synchronous"`
-	Level       string `toml:"level"`
+	Path        string   `toml:"path"`
+	Synchronous string   `toml:"synchronous"`
+	Level       string   `toml:"level"`
+	Retention   Duration `toml:"retention"`
+}
+
+// OrgLogConfig is an organisation's [organization.log]: how long its
+// transactions are kept, when that differs from [log] retention.
+type OrgLogConfig struct {
+	Retention Duration `toml:"retention,omitempty"`
 }
 
 // DNSConfig is the [dns] section.
@@ -84,9 +91,10 @@ type SPFActions struct {
 // Organization is one customer of the gateway: its domains and the settings
 // in which its policy differs from the global one.
 type Organization struct {
-	Name    string     `toml:"name"`
-	Domains []string   `toml:"domains"`
-	SPF     SPFActions `toml:"spf"`
+	Name    string       `toml:"name"`
+	Domains []string     `toml:"domains"`
+	SPF     SPFActions   `toml:"spf"`
+	Log     OrgLogConfig `toml:"log"`
 }
 
 // Default returns the configuration used where the file says nothing.
@@ -111,6 +119,7 @@ func Default() *Config {
 			Path:        "/var/lib/mxguard/mxguard.db",
 			Synchronous: "normal",
 			Level:       "info",
+			Retention:   Duration{Duration: 90 * 24 * time.Hour},
 		},
 		DNS: DNSConfig{
 			Timeout:   Duration{Duration: 5 * time.Second},
@@ -242,6 +251,7 @@ func (c *Config) validate() []Problem {
 		"milter.check_timeout":    c.Milter.CheckTimeout,
 		"milter.shutdown_timeout": c.Milter.ShutdownTimeout,
 		"dns.timeout":             c.DNS.Timeout,
+		"log.retention":           c.Log.Retention,
 	} {
 		if d.err != nil {
 			bad(key, "%v", d.err)
@@ -326,6 +336,14 @@ func (c *Config) validate() []Problem {
 		}
 		ps = append(ps, o.SPF.validate(key+".spf", true)...)
 		o.SPF.inherit(c.SPF)
+		switch r := o.Log.Retention; {
+		case r.err != nil:
+			bad(key+".log.retention", "%v", r.err)
+		case r.Duration < 0:
+			bad(key+".log.retention", "must be a positive duration such as \"30d\"")
+		case r.Duration == 0:
+			o.Log.Retention = c.Log.Retention
+		}
 	}
 	return ps
 }
@@ -362,6 +380,20 @@ func (s *SPFActions) fields() []spfField {
 		{"pass", &s.Pass}, {"fail", &s.Fail}, {"softfail", &s.SoftFail}, {"neutral", &s.Neutral},
 		{"none", &s.None}, {"temperror", &s.TempError}, {"permerror", &s.PermError},
 	}
+}
+
+// Retention returns how long transactions are kept: per organisation name
+// (with organisations that do not override it absent) and for everything
+// else (transactions of no organisation, or of an organisation no longer
+// configured).
+func (c *Config) Retention() (byOrg map[string]time.Duration, others time.Duration) {
+	byOrg = map[string]time.Duration{}
+	for _, o := range c.Organizations {
+		if o.Log.Retention != c.Log.Retention {
+			byOrg[o.Name] = o.Log.Retention.Duration
+		}
+	}
+	return byOrg, c.Log.Retention.Duration
 }
 
 // OrganizationFor returns the organisation that owns domain, or nil when the

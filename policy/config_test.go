@@ -192,3 +192,28 @@ func TestEveryKeyDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestRetention(t *testing.T) {
+	cfg, err := Parse("t", []byte(`[log]
+retention = "30d"
+[[organization]]
+name = "keeper"
+domains = ["keeper.test"]
+[organization.log]
+retention = "365d"
+[[organization]]
+name = "plain"
+domains = ["plain.test"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byOrg, others := cfg.Retention()
+	if others != 30*24*time.Hour || len(byOrg) != 1 || byOrg["keeper"] != 365*24*time.Hour {
+		t.Errorf("retention: orgs %v, others %v", byOrg, others)
+	}
+	if _, err := Parse("t", []byte("[[organization]]\nname = \"x\"\ndomains = [\"x.test\"]\n[organization.log]\nretention = \"forever\"\n")); err == nil ||
+		!strings.Contains(err.Error(), "line 5: organization[0].log.retention") {
+		t.Errorf("bad org retention: %v", err)
+	}
+}
