@@ -159,6 +159,7 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 		// The row must exist by the time the client hears the refusal:
 		// this may be the transaction's last reply.
 		if err := s.save(s.summary()); err != nil {
+			s.log.Error("cannot write the transaction log", "queue_id", s.queueID, "rcpt", cleanAddr(rcpt), "err", err)
 			v = policy.Trouble(policy.LogUnavailable, err)
 			s.trx.Recipients[len(s.trx.Recipients)-1].Verdict = v
 		}
@@ -312,11 +313,16 @@ func (s *session) finishLogged(action string, v policy.Verdict) (*milter.Respons
 	defer cancel()
 	err := s.srv.store.Save(ctx, &s.rec)
 	if err != nil {
-		s.log.Error("cannot write the transaction log", "queue_id", s.rec.QueueID, "err", err)
-		resp = response(policy.Trouble(policy.LogUnavailable, err), atEOM)
+		// The debug log must say what the client was told, not what
+		// mxguard had decided before the row failed.
+		t := policy.Trouble(policy.LogUnavailable, err)
+		s.log.Error("cannot write the transaction log", "queue_id", s.rec.QueueID, "decided", s.rec.Action,
+			"action", t.Action.String(), "reason", t.Reason, "reply", t.Reply(), "err", err)
+		resp = response(t, atEOM)
+	} else {
+		s.log.Info("transaction", "queue_id", s.rec.QueueID, "action", s.rec.Action, "reason", s.rec.Reason, "from", s.rec.MailFrom,
+			"rcpts", len(s.rec.Recipients), "reply", s.rec.Reply, "err", s.rec.Error)
 	}
-	s.log.Info("transaction", "queue_id", s.rec.QueueID, "action", s.rec.Action, "reason", s.rec.Reason, "from", s.rec.MailFrom,
-		"rcpts", len(s.rec.Recipients), "reply", s.rec.Reply, "err", s.rec.Error)
 	s.rows++
 	s.trxCancel()
 	s.trx = nil
