@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -132,8 +133,15 @@ func Open(opts Options) (*Store, error) {
 }
 
 func open(path, syncMode string, maxBatch int, log *slog.Logger) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
+	}
+	// SQLite needs to create the -wal and -shm files beside the database;
+	// without write access to the directory it reports a baffling "unable
+	// to open database file: no such file or directory".
+	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+		return nil, fmt.Errorf("directory %s is not writable: %w", dir, err)
 	}
 	wdb, err := sql.Open("sqlite3", dsn(path, url.Values{
 		"mode":          {"rwc"},
