@@ -122,7 +122,9 @@ func spfVerdict(a Action, ev spf.Evidence) Verdict {
 			v.Reason = ReasonNone
 		}
 	}
-	v.Err = ev.Err
+	if ev.Result == spf.TempError || ev.Result == spf.PermError {
+		v.Err = ev.Err // the cause of an error; for other results the library's explanation stays in the evidence
+	}
 	return v
 }
 
