@@ -4,6 +4,7 @@
 //	mxguard serve        [-config PATH]   run the milter
 //	mxguard check-config [-config PATH]   validate and print the effective configuration
 //	mxguard quarantine list|release|delete  the MTA's hold queue, joined with the log
+//	mxguard log search|show|stats ...     query the transaction log
 //	mxguard version                       print the version
 package main
 
@@ -36,6 +37,7 @@ commands:
   check-config  validate the configuration and print it with defaults filled in (flags: -config PATH)
   quarantine    list, release or delete mail held in Postfix's hold queue
                 (mxguard quarantine help)
+  log           search the transaction log, explain one transaction, count (mxguard log help)
   version       print the version
 
 The default configuration file is ` + policy.DefaultPath + `.
@@ -57,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args[1:], stdout, stderr)
 	case "quarantine":
 		return cmdQuarantine(args[1:], stdout, stderr)
+	case "log":
+		return cmdLog(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "mxguard", versionString())
 		return 0
@@ -140,6 +144,10 @@ func serve(cfg *policy.Config, log *slog.Logger) error {
 		return fmt.Errorf("transaction log: %w", err)
 	}
 	defer store.Close()
+	// Old transactions are deleted in the background; Close stops it too.
+	pruneCtx, stopPruning := context.WithCancel(context.Background())
+	defer stopPruning()
+	store.StartPruner(pruneCtx, pruneEvery, func() logstore.Retention { return retentionOf(cfg) }, log)
 
 	engine := policy.NewEngine(cfg, &spf.Checker{Resolver: res})
 	ln, err := milter.Listen(cfg.Milter)
