@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/mattn/go-sqlite3"
 )
 
 // Group commit. Every Save, and every prune batch, becomes a request on
@@ -195,6 +197,15 @@ func (s *Store) commit(batch []*request) {
 			}
 			return
 		}
+		if wholeDatabase(err) {
+			// Retrying one by one would wait the busy timeout once per
+			// save: a batch of 100 behind a held lock would answer after
+			// minutes, long after the MTA gave up on us.
+			for _, req := range batch {
+				req.done <- result{err: err}
+			}
+			return
+		}
 		s.retries.Add(1)
 		s.log.Warn("logstore: batch failed, retrying its saves one by one",
 			"saves", len(batch), "err", err)
@@ -372,4 +383,20 @@ func (s *Store) startCheckpointer() (kick, stop func()) {
 		<-done
 	}
 	return kick, stop
+}
+
+// wholeDatabase reports whether err concerns the database rather than one
+// record: it is locked, full, read-only or failing, so every save of the
+// batch would fail the same way.
+func wholeDatabase(err error) bool {
+	var se sqlite3.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code {
+	case sqlite3.ErrBusy, sqlite3.ErrLocked, sqlite3.ErrFull, sqlite3.ErrReadonly,
+		sqlite3.ErrIoErr, sqlite3.ErrCantOpen, sqlite3.ErrCorrupt, sqlite3.ErrNotADB:
+		return true
+	}
+	return false
 }

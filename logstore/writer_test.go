@@ -2,6 +2,7 @@ package logstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -366,5 +367,46 @@ func TestMaxBatch(t *testing.T) {
 	// 1, then 5 in batches of at most 2.
 	if got := s.batches.Load(); got != 4 {
 		t.Errorf("%d batches, want 4", got)
+	}
+}
+
+// TestLockedBatchFailsAtOnce: behind a lock held past the busy timeout, a
+// batch of saves is answered together, not after one timeout per save.
+func TestLockedBatchFailsAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log.db")
+	st, err := Open(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	locker, err := sql.Open("sqlite3", "file:"+path+"?_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	tx, err := locker.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+
+	const saves = 4
+	errs := make(chan error, saves)
+	for i := 0; i < saves; i++ {
+		go func() {
+			errs <- st.Save(context.Background(), &Record{StartedAt: time.Now(), Action: "accept"})
+		}()
+	}
+	failed := 0
+	for i := 0; i < saves; i++ {
+		if err := <-errs; err != nil {
+			failed++
+		}
+	}
+	if failed != saves {
+		t.Fatalf("%d of %d saves failed behind the lock; want all", failed, saves)
+	}
+	if r := st.retries.Load(); r != 0 {
+		t.Errorf("%d batches retried one by one behind a lock; want 0 (each retry waits the busy timeout again)", r)
 	}
 }
