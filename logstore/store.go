@@ -6,9 +6,11 @@
 // The milter answers the MTA only after its row is committed, so a Save
 // error must become a temporary failure (451 4.3.0), never a silent loss.
 // To keep that wait short under load, Save uses group commit: one writer
-// goroutine owns the only write connection and commits every request queued
-// meanwhile in a single transaction. Readers use a separate read-only
-// connection pool; in WAL mode they never wait for the writer.
+// goroutine owns the write connection and commits every request queued
+// meanwhile in a single transaction (pruning goes through it too). A second
+// connection only checkpoints the WAL, so that commits never wait for it.
+// Readers use a separate read-only connection pool; in WAL mode they never
+// wait for the writer.
 //
 // Times are stored as UTC text with fixed milliseconds
 // ("2006-01-02T15:04:05.000Z"), so they sort as text and read well in the
