@@ -214,12 +214,7 @@ func TestLogPruneBesideDaemon(t *testing.T) {
 func TestLogPruneErrors(t *testing.T) {
 	cfg, db, _, _ := pruneFixture(t)
 	missing := filepath.Join(t.TempDir(), "missing.db")
-	tests := []struct {
-		args   []string
-		code   int
-		stdout []string
-		stderr []string
-	}{
+	tests := []cliCase{
 		{[]string{"log", "help"}, 0, []string{"prune "}, nil},
 		{[]string{"log", "prune", "-h"}, 0, []string{"usage: mxguard log prune", "-older-than", "-dry-run"}, nil},
 		{[]string{"log", "prune", "-db", db}, 2, nil, []string{"with -db, give -older-than"}},
@@ -231,22 +226,7 @@ func TestLogPruneErrors(t *testing.T) {
 		{[]string{"log", "prune", "-db", missing, "-older-than", "1d", "-dry-run"}, 1, nil, []string{"no such file"}},
 		{[]string{"log", "prune", "-config", filepath.Join(t.TempDir(), "none.toml")}, 1, nil, []string{"none.toml"}},
 	}
-	for _, tt := range tests {
-		code, stdout, stderr := runMxguard(tt.args...)
-		if code != tt.code {
-			t.Errorf("mxguard %q: exit %d; want %d\n%s%s", tt.args, code, tt.code, stdout, stderr)
-		}
-		for _, w := range tt.stdout {
-			if !strings.Contains(stdout, w) {
-				t.Errorf("mxguard %q: stdout lacks %q:\n%s", tt.args, w, stdout)
-			}
-		}
-		for _, w := range tt.stderr {
-			if !strings.Contains(stderr, w) {
-				t.Errorf("mxguard %q: stderr lacks %q:\n%s", tt.args, w, stderr)
-			}
-		}
-	}
+	checkCLI(t, tests)
 	if _, err := os.Stat(missing); err == nil {
 		t.Error("prune created the missing log")
 	}

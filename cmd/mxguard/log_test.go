@@ -607,12 +607,7 @@ func TestLogSearchFollow(t *testing.T) {
 func TestLogErrors(t *testing.T) {
 	_, cfg, db := logFixture(t)
 	missing := filepath.Join(t.TempDir(), "missing.db")
-	tests := []struct {
-		args   []string
-		code   int
-		stdout []string
-		stderr []string
-	}{
+	tests := []cliCase{
 		{[]string{"log"}, 2, nil, []string{"usage: mxguard log", "search", "show", "stats"}},
 		{[]string{"log", "help"}, 0, []string{"usage: mxguard log", "search ", "show ", "stats "}, nil},
 		{[]string{"log", "frobnicate"}, 2, nil, []string{`mxguard log: unknown command "frobnicate"`}},
@@ -642,22 +637,7 @@ func TestLogErrors(t *testing.T) {
 		{[]string{"log", "stats", "-config", cfg, "-since", "2025-06-02", "-until", "2025-06-01"}, 2, nil, []string{"-since must be before -until"}},
 		{[]string{"log", "stats", "-config", cfg, "extra"}, 2, nil, []string{`unexpected argument "extra"`}},
 	}
-	for _, tt := range tests {
-		code, stdout, stderr := runMxguard(tt.args...)
-		if code != tt.code {
-			t.Errorf("mxguard %q: exit %d; want %d\n%s%s", tt.args, code, tt.code, stdout, stderr)
-		}
-		for _, w := range tt.stdout {
-			if !strings.Contains(stdout, w) {
-				t.Errorf("mxguard %q: stdout lacks %q:\n%s", tt.args, w, stdout)
-			}
-		}
-		for _, w := range tt.stderr {
-			if !strings.Contains(stderr, w) {
-				t.Errorf("mxguard %q: stderr lacks %q:\n%s", tt.args, w, stderr)
-			}
-		}
-	}
+	checkCLI(t, tests)
 }
 
 func TestParseWhen(t *testing.T) {

@@ -1,22 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
 func TestCommands(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.toml")
 	os.WriteFile(bad, []byte("[spf]\nfail = \"bounce\"\n[dns]\ntimeout = \"x\"\nextra = 1\n"), 0o644)
-	tests := []struct {
-		args   []string
-		code   int
-		stdout []string
-		stderr []string
-	}{
+	tests := []cliCase{
 		{[]string{"version"}, 0, []string{"mxguard "}, nil},
 		{[]string{"check-config", "-config", "../../examples/mxguard.toml"}, 0,
 			[]string{"is valid", `listen = "inet:127.0.0.1:8894"`, "max_sessions = 500", "[[organization]]"}, nil},
@@ -28,21 +21,5 @@ func TestCommands(t *testing.T) {
 		{[]string{"frobnicate"}, 2, nil, []string{`unknown command "frobnicate"`, "usage:"}},
 		{nil, 2, nil, []string{"usage:"}},
 	}
-	for _, tt := range tests {
-		var stdout, stderr bytes.Buffer
-		code := run(tt.args, &stdout, &stderr)
-		if code != tt.code {
-			t.Errorf("mxguard %v: exit %d; want %d\n%s%s", tt.args, code, tt.code, stdout.String(), stderr.String())
-		}
-		for _, w := range tt.stdout {
-			if !strings.Contains(stdout.String(), w) {
-				t.Errorf("mxguard %v: stdout lacks %q:\n%s", tt.args, w, stdout.String())
-			}
-		}
-		for _, w := range tt.stderr {
-			if !strings.Contains(stderr.String(), w) {
-				t.Errorf("mxguard %v: stderr lacks %q:\n%s", tt.args, w, stderr.String())
-			}
-		}
-	}
+	checkCLI(t, tests)
 }
