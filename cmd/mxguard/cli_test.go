@@ -1,8 +1,12 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mxguard/mxguard/logstore"
 )
 
 // cliCase is one invocation of the mxguard command and what it must do:
@@ -33,4 +37,30 @@ func checkCLI(t *testing.T, cases []cliCase) {
 			}
 		}
 	}
+}
+
+// writeLog creates a transaction log in a new directory holding recs, saved
+// in order (their IDs are set), and a configuration whose [log] path names
+// it, followed by extraConfig. It returns both paths.
+func writeLog(t *testing.T, extraConfig string, recs ...*logstore.Record) (cfg, db string) {
+	t.Helper()
+	dir := t.TempDir()
+	db = filepath.Join(dir, "mxguard.db")
+	st, err := logstore.Open(logstore.Options{Path: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if err := st.Save(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg = filepath.Join(dir, "mxguard.toml")
+	if err := os.WriteFile(cfg, []byte("[log]\npath = \""+db+"\"\n"+extraConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, db
 }

@@ -204,13 +204,13 @@ type mta struct {
 	s      *milter.ClientSession
 }
 
-func (d *daemon) connect(t *testing.T, clientIP string) *mta {
+func (d *daemon) connect(t *testing.T, clientIP string, opts ...milter.Option) *mta {
 	t.Helper()
 	macros := milter.NewMacroBag()
 	macros.Set(milter.MacroMTAFQDN, "mta.example.com")
 	macros.Set(milter.MacroDaemonName, "smtpd")
-	client := milter.NewClient(d.network(), d.addr, milter.WithAction(milter.AllClientSupportedActionMasks))
-	s, err := client.Session(macros)
+	opts = append([]milter.Option{milter.WithAction(milter.AllClientSupportedActionMasks)}, opts...)
+	s, err := milter.NewClient(d.network(), d.addr, opts...).Session(macros)
 	if err != nil {
 		t.Fatalf("milter session: %v", err)
 	}

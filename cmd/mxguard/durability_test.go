@@ -547,20 +547,7 @@ const faultClientTimeout = 30 * time.Second
 // long enough for a save that waits on a lock.
 func (d *daemon) session(t *testing.T, clientIP string) *mta {
 	t.Helper()
-	macros := milter.NewMacroBag()
-	macros.Set(milter.MacroMTAFQDN, "mta.example.com")
-	macros.Set(milter.MacroDaemonName, "smtpd")
-	client := milter.NewClient(d.network(), d.addr, milter.WithAction(milter.AllClientSupportedActionMasks),
-		milter.WithReadTimeout(faultClientTimeout))
-	s, err := client.Session(macros)
-	if err != nil {
-		t.Fatalf("milter session: %v", err)
-	}
-	m := &mta{t: t, macros: macros, s: s}
-	t.Cleanup(func() { s.Close() })
-	m.step("connect", must(s.Conn("client.test", milter.FamilyInet, 40000, clientIP)))
-	m.step("helo", must(s.Helo("client.test")))
-	return m
+	return d.connect(t, clientIP, milter.WithReadTimeout(faultClientTimeout))
 }
 
 // deliver sends one message from a trusted client (127.0.0.1, relaying, so

@@ -20,13 +20,9 @@ const day = 24 * time.Hour
 // the rows the configuration's retention deletes and of those it keeps.
 func pruneFixture(t *testing.T) (cfg, db string, expired, kept []int64) {
 	t.Helper()
-	dir := t.TempDir()
-	db = filepath.Join(dir, "mxguard.db")
-	st, err := logstore.Open(logstore.Options{Path: db})
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
+	var recs []*logstore.Record
+	var gone []bool
 	for _, r := range []struct {
 		org  string
 		age  time.Duration
@@ -41,24 +37,11 @@ func pruneFixture(t *testing.T) (cfg, db string, expired, kept []int64) {
 		{"keep", 400 * day, true},
 		{"gone-org", 31 * day, true}, // no longer configured: [log] retention
 	} {
-		rec := &logstore.Record{StartedAt: now.Add(-r.age), Organization: r.org, Action: "accept",
-			Recipients: []logstore.Recipient{{Address: "bob@example.com", Organization: r.org, Action: "accept"}}}
-		if err := st.Save(t.Context(), rec); err != nil {
-			t.Fatal(err)
-		}
-		if r.gone {
-			expired = append(expired, rec.ID)
-		} else {
-			kept = append(kept, rec.ID)
-		}
+		recs = append(recs, &logstore.Record{StartedAt: now.Add(-r.age), Organization: r.org, Action: "accept",
+			Recipients: []logstore.Recipient{{Address: "bob@example.com", Organization: r.org, Action: "accept"}}})
+		gone = append(gone, r.gone)
 	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	cfg = filepath.Join(dir, "mxguard.toml")
-	conf := `[log]
-path = "` + db + `"
-retention = "30d"
+	cfg, db = writeLog(t, `retention = "30d"
 
 [[organization]]
 name = "example"
@@ -70,9 +53,13 @@ domains = ["keep.test"]
 
 [organization.log]
 retention = "365d"
-`
-	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
+`, recs...)
+	for i, r := range recs {
+		if gone[i] {
+			expired = append(expired, r.ID)
+		} else {
+			kept = append(kept, r.ID)
+		}
 	}
 	return cfg, db, expired, kept
 }

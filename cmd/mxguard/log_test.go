@@ -6,7 +6,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -27,12 +26,6 @@ var logBase = time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Hour)
 // configuration naming it. It returns the rows by name, with their ids.
 func logFixture(t *testing.T) (recs map[string]*logstore.Record, cfg, db string) {
 	t.Helper()
-	dir := t.TempDir()
-	db = filepath.Join(dir, "mxguard.db")
-	st, err := logstore.Open(logstore.Options{Path: db})
-	if err != nil {
-		t.Fatal(err)
-	}
 	at := func(sec int) time.Time { return logBase.Add(time.Duration(sec) * time.Second) }
 	client := func(ip string) logstore.Evidence {
 		return logstore.Evidence{Check: "client", Result: "untrusted", Detail: ip}
@@ -106,18 +99,11 @@ func logFixture(t *testing.T) (recs map[string]*logstore.Record, cfg, db string)
 			Evidence:   []logstore.Evidence{client("192.0.2.26")},
 			Recipients: []logstore.Recipient{{Address: "bob@example.com", Organization: "example", Action: "accept"}}}),
 	}
-	for _, name := range logOrder {
-		if err := st.Save(t.Context(), recs[name]); err != nil {
-			t.Fatal(err)
-		}
+	ordered := make([]*logstore.Record, len(logOrder))
+	for i, name := range logOrder {
+		ordered[i] = recs[name]
 	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	cfg = filepath.Join(dir, "mxguard.toml")
-	if err := os.WriteFile(cfg, []byte("[log]\npath = \""+db+"\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg, db = writeLog(t, "", ordered...)
 	return recs, cfg, db
 }
 

@@ -46,27 +46,12 @@ func (q *heldQueue) drop(id string) {
 // the log does not know in place of Postfix.
 func quarantineSetup(t *testing.T) (q *heldQueue, cfg, db string) {
 	t.Helper()
-	dir := t.TempDir()
-	db = filepath.Join(dir, "mxguard.db")
-	st, err := logstore.Open(logstore.Options{Path: db})
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
 	rec := &logstore.Record{StartedAt: now.Add(-3 * time.Hour), QueueID: "C648F988526", ClientIP: "192.0.2.7",
 		MailFrom: "billing@sender.example", Subject: "Invoice \x1b[31mdue\tnow", Organization: "example",
 		Action: "quarantine", Reason: "SPFFail",
 		Recipients: []logstore.Recipient{{Address: "bob@example.com", Organization: "example", Action: "quarantine", Reason: "SPFFail"}}}
-	if err := st.Save(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	cfg = filepath.Join(dir, "mxguard.toml")
-	if err := os.WriteFile(cfg, []byte("[log]\npath = \""+db+"\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg, db = writeLog(t, "", rec)
 	q = &heldQueue{msgs: []quarantine.Message{
 		{QueueID: "C648F988526", Arrival: now.Add(-3 * time.Hour), Sender: "billing@sender.example", Recipients: []string{"bob@example.com", "carol@example.com"}},
 		{QueueID: "1E9C4988022", Arrival: now.Add(-10 * time.Minute), Sender: "", Recipients: []string{"postmaster@example.com"}},
