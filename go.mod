@@ -14,6 +14,7 @@ require (
 
 require (
 	github.com/emersion/go-message v0.18.2 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 )

@@ -1,0 +1,297 @@
+// Package clamd is a client of ClamAV's daemon: it streams a message to
+// clamd with the zINSTREAM command and returns typed evidence. clamd
+// decodes MIME itself, so the message is sent as it is, headers included.
+// The package imports nothing of the application.
+//
+// The protocol is clamd(8) "INSTREAM": the command "zINSTREAM\0", then
+// chunks, each a 4-byte big-endian length followed by that many bytes, then
+// a zero length. clamd answers once, ending with "\0", and closes:
+//
+//	stream: OK
+//	stream: Eicar-Test-Signature FOUND
+//	INSTREAM size limit exceeded. ERROR
+//
+// Failures of clamd are sorted into ErrUnreachable, ErrTimeout, ErrGarbage
+// and ErrEngine, so that policy can act on each differently; a failure to
+// read the message itself is of none of these kinds.
+package clamd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	defaultChunkSize = 64 << 10
+	// defaultTimeout bounds a scan whose ctx has no deadline, so that a
+	// hung clamd cannot hold a message forever.
+	defaultTimeout = 2 * time.Minute
+	// maxReply is more than any answer of clamd's: a virus name is short.
+	maxReply = 4 << 10
+)
+
+// Result is what a scan found.
+type Result string
+
+const (
+	Clean    Result = "clean"    // clamd found nothing
+	Infected Result = "infected" // clamd found a signature
+	Error    Result = "error"    // no verdict: see Evidence.Err
+	Skipped  Result = "skipped"  // not sent to clamd: see Evidence.Detail
+)
+
+// The kinds of Error, for errors.Is on Evidence.Err.
+var (
+	ErrUnreachable = errors.New("clamd unreachable")    // no connection, or it broke before an answer
+	ErrTimeout     = errors.New("clamd timed out")      // ctx ended first
+	ErrGarbage     = errors.New("clamd said garbage")   // an answer clamd never gives
+	ErrEngine      = errors.New("clamd reported error") // "... ERROR", e.g. the stream size limit
+)
+
+// Evidence is the outcome of one scan.
+type Evidence struct {
+	Result    Result
+	Signature string // for Infected: the name clamd reports
+	Detail    string // for Skipped: why; for Error: clamd's answer, if any
+	Err       error  // for Error: one of the Err kinds above, wrapping the cause
+}
+
+// Client talks to one clamd. Its zero value is not usable: Address is
+// required. A Client holds no connection and is safe for concurrent use.
+type Client struct {
+	// Address is where clamd listens, in Postfix notation:
+	// "unix:/run/clamav/clamd.ctl" or "inet:127.0.0.1:3310".
+	Address string
+	// MaxSize is the size of the largest message sent to clamd; larger ones
+	// are Skipped. 0 means no limit (clamd's StreamMaxLength still applies).
+	MaxSize int64
+	// ChunkSize is the size of the INSTREAM chunks; 64 KiB if 0.
+	ChunkSize int
+}
+
+// Scan streams the message in r, size bytes long, to clamd. A size of -1
+// means unknown; MaxSize is then enforced while streaming. Waiting for
+// clamd never lasts past ctx's deadline, or defaultTimeout when ctx has
+// none; reading r is not bounded by it.
+func (c *Client) Scan(ctx context.Context, r io.Reader, size int64) Evidence {
+	if c.MaxSize > 0 && size > c.MaxSize {
+		return Evidence{Result: Skipped, Detail: "too large"}
+	}
+	conn, done, err := c.dial(ctx)
+	if err != nil {
+		return errorEvidence(err, "")
+	}
+	defer done()
+
+	tooLarge, readErr, sendErr := c.send(conn, r)
+	if tooLarge {
+		return Evidence{Result: Skipped, Detail: "too large"}
+	}
+	if readErr != nil {
+		return errorEvidence(fmt.Errorf("clamd: reading the message: %w", readErr), "")
+	}
+	// A failed write may be clamd having answered and closed early (its
+	// size limit): the answer is still worth reading.
+	reply, err := readReply(conn)
+	if err != nil {
+		if sendErr != nil {
+			err = sendErr
+		}
+		return errorEvidence(c.wrap(ctx, err), "")
+	}
+	ev := parseReply(reply)
+	if ev.Err != nil {
+		ev.Err = c.wrap(ctx, ev.Err)
+	}
+	return ev
+}
+
+// Ping asks clamd whether it is up: nil if it answers PONG.
+func (c *Client) Ping(ctx context.Context) error {
+	conn, done, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if _, err := conn.Write([]byte("zPING\x00")); err != nil {
+		return c.wrap(ctx, err)
+	}
+	reply, err := readReply(conn)
+	if err != nil {
+		return c.wrap(ctx, err)
+	}
+	if reply != "PONG" {
+		return fmt.Errorf("%w: %s answered PING with %q", ErrGarbage, c.Address, reply)
+	}
+	return nil
+}
+
+// dial connects to clamd and ties the connection to ctx: a deadline
+// and, when ctx ends early, an immediate one. done releases both.
+func (c *Client) dial(ctx context.Context) (conn net.Conn, done func(), err error) {
+	network, addr, err := ParseAddress(c.Address)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	cancel := func() {}
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
+	}
+	var d net.Dialer
+	conn, err = d.DialContext(ctx, network, addr)
+	if err != nil {
+		err = c.wrap(ctx, err)
+		cancel()
+		return nil, nil, err
+	}
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	// Cancelling ctx unblocks the reads and writes in progress. The
+	// function runs, in its own short-lived goroutine, only if ctx ends
+	// before done.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	return conn, func() {
+		stop()
+		cancel()
+		conn.Close()
+	}, nil
+}
+
+// send writes the INSTREAM command, r in chunks and the terminator. It
+// stops, without the terminator, when r fails (readErr) or turns out
+// larger than MaxSize (tooLarge), or when a write fails (writeErr).
+func (c *Client) send(conn net.Conn, r io.Reader) (tooLarge bool, readErr, writeErr error) {
+	if _, err := conn.Write([]byte("zINSTREAM\x00")); err != nil {
+		return false, nil, err
+	}
+	if c.MaxSize > 0 {
+		r = io.LimitReader(r, c.MaxSize+1)
+	}
+	size := c.ChunkSize
+	if size <= 0 {
+		size = defaultChunkSize
+	}
+	buf := make([]byte, 4+size)
+	var sent int64
+	for {
+		n, rerr := io.ReadFull(r, buf[4:])
+		if n > 0 {
+			sent += int64(n)
+			if c.MaxSize > 0 && sent > c.MaxSize {
+				return true, nil, nil
+			}
+			binary.BigEndian.PutUint32(buf, uint32(n))
+			if _, err := conn.Write(buf[:4+n]); err != nil {
+				return false, nil, err
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return false, rerr, nil
+		}
+	}
+	_, writeErr = conn.Write([]byte{0, 0, 0, 0})
+	return false, nil, writeErr
+}
+
+// readReply reads clamd's answer, which ends with "\0", or with the
+// connection from a clamd that does not mirror the z prefix.
+func readReply(conn net.Conn) (string, error) {
+	line, err := bufio.NewReaderSize(conn, maxReply).ReadSlice(0)
+	if err == bufio.ErrBufferFull {
+		return "", fmt.Errorf("%w: an answer longer than %d bytes", ErrGarbage, maxReply)
+	}
+	if err != nil && (err != io.EOF || len(line) == 0) {
+		if err == io.EOF {
+			err = errors.New("connection closed without an answer")
+		}
+		return "", err
+	}
+	return string(bytes.TrimRight(line, "\x00\r\n")), nil
+}
+
+// parseReply maps clamd's answer to INSTREAM to evidence.
+func parseReply(reply string) Evidence {
+	switch {
+	case reply == "stream: OK":
+		return Evidence{Result: Clean}
+	case strings.HasPrefix(reply, "stream: ") && strings.HasSuffix(reply, " FOUND"):
+		name := strings.TrimSuffix(strings.TrimPrefix(reply, "stream: "), " FOUND")
+		if name != "" {
+			return Evidence{Result: Infected, Signature: name}
+		}
+	case strings.HasSuffix(reply, " ERROR"):
+		return errorEvidence(fmt.Errorf("%w: %s", ErrEngine, reply), reply)
+	}
+	return errorEvidence(fmt.Errorf("%w: %q", ErrGarbage, reply), reply)
+}
+
+func errorEvidence(err error, detail string) Evidence {
+	return Evidence{Result: Error, Err: err, Detail: detail}
+}
+
+// wrap sorts a network error into ErrTimeout or ErrUnreachable, keeping
+// the cause, and names clamd's address. Errors already sorted pass as
+// they are.
+func (c *Client) wrap(ctx context.Context, err error) error {
+	for _, kind := range []error{ErrUnreachable, ErrTimeout, ErrGarbage, ErrEngine} {
+		if errors.Is(err, kind) {
+			return fmt.Errorf("%s: %w", c.Address, err)
+		}
+	}
+	kind := ErrUnreachable
+	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		kind = ErrTimeout
+		// The connection's deadline is ctx's, or defaultTimeout's, and
+		// may pass a moment before ctx knows it has.
+		cause := context.Cause(ctx)
+		if cause == nil {
+			cause = context.DeadlineExceeded
+		}
+		err = fmt.Errorf("%w (%w)", err, cause)
+	}
+	return fmt.Errorf("%w: %s: %w", kind, c.Address, err)
+}
+
+// ParseAddress checks a clamd address in Postfix notation and returns the
+// network and address for net.Dial: "unix:/path" gives ("unix", "/path"),
+// "inet:host:port" gives ("tcp", "host:port"); an IPv6 host is written in
+// brackets, "inet:[::1]:3310".
+func ParseAddress(s string) (network, addr string, err error) {
+	kind, rest, ok := strings.Cut(s, ":")
+	switch {
+	case !ok:
+		return "", "", fmt.Errorf("clamd address %q: want unix:/path or inet:host:port", s)
+	case kind == "unix":
+		if !strings.HasPrefix(rest, "/") {
+			return "", "", fmt.Errorf("clamd address %q: the socket path must be absolute", s)
+		}
+		return "unix", rest, nil
+	case kind == "inet":
+		host, port, err := net.SplitHostPort(rest)
+		if err != nil {
+			return "", "", fmt.Errorf("clamd address %q: want inet:host:port: %w", s, err)
+		}
+		if host == "" {
+			return "", "", fmt.Errorf("clamd address %q: no host", s)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", "", fmt.Errorf("clamd address %q: port %q is not a number from 1 to 65535", s, port)
+		}
+		return "tcp", rest, nil
+	default:
+		return "", "", fmt.Errorf("clamd address %q: unknown kind %q, want unix or inet", s, kind)
+	}
+}

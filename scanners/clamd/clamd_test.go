@@ -1,0 +1,401 @@
+package clamd
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/enginetest"
+)
+
+// The signature name of scripts/engines/clamd-test.ndb, as clamd reports
+// it: names from a database that is not ClamAV's own get ".UNOFFICIAL".
+const eicarSignature = "Eicar-Test-Signature.UNOFFICIAL"
+
+// eicar is the EICAR anti-virus test file, put together here so that this
+// source file itself is not detected.
+func eicar() string {
+	return `X5O!P%@AP[4\PZX54(P^)7CC)7}$` + "EICAR-STANDARD-ANTIVIRUS-" + "TEST-FILE!$H+H*"
+}
+
+// eicarAttached is a mail with EICAR as a base64 attachment: only clamd's
+// MIME decoding can find it.
+func eicarAttached() string {
+	return "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: report\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n" +
+		"--b1\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n" +
+		"--b1\r\nContent-Type: application/octet-stream; name=\"report.com\"\r\n" +
+		"Content-Disposition: attachment; filename=\"report.com\"\r\n" +
+		"Content-Transfer-Encoding: base64\r\n\r\n" +
+		base64.StdEncoding.EncodeToString([]byte(eicar())) + "\r\n--b1--\r\n"
+}
+
+func eicarInBody() string {
+	return "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: test\r\n\r\n" + eicar() + "\r\n"
+}
+
+func TestScanRealClamd(t *testing.T) {
+	clean, err := os.ReadFile(filepath.Join("testdata", "clean.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"inet": enginetest.Clamd(t), "unix": enginetest.ClamdUnix(t)}
+	tests := []struct {
+		name      string
+		msg       string
+		chunkSize int
+		want      Result
+		signature string
+	}{
+		{"clean mail", string(clean), 0, Clean, ""},
+		{"EICAR attached", eicarAttached(), 0, Infected, eicarSignature},
+		{"EICAR in the body", eicarInBody(), 0, Infected, eicarSignature},
+		{"EICAR alone", eicar(), 0, Infected, eicarSignature},
+		{"EICAR across 7-byte chunks", eicarAttached(), 7, Infected, eicarSignature},
+		{"empty", "", 0, Clean, ""},
+	}
+	for kind, addr := range addrs {
+		for _, tt := range tests {
+			t.Run(kind+"/"+tt.name, func(t *testing.T) {
+				checkNoLeak(t)
+				c := &Client{Address: addr, ChunkSize: tt.chunkSize}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				ev := c.Scan(ctx, strings.NewReader(tt.msg), int64(len(tt.msg)))
+				if ev.Result != tt.want || ev.Signature != tt.signature || ev.Err != nil {
+					t.Errorf("Scan = %+v, want %s %q", ev, tt.want, tt.signature)
+				}
+			})
+		}
+		t.Run(kind+"/ping", func(t *testing.T) {
+			if err := (&Client{Address: addr}).Ping(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// A message over clamd's StreamMaxLength (25M in clamd.sh): clamd answers
+// while we are still writing and closes; the answer must not be lost.
+func TestScanRealClamdStreamLimit(t *testing.T) {
+	checkNoLeak(t)
+	c := &Client{Address: enginetest.Clamd(t)}
+	size := int64(26 << 20)
+	ev := c.Scan(t.Context(), io.LimitReader(zeros{}, size), size)
+	if ev.Result != Error || !errors.Is(ev.Err, ErrEngine) || ev.Detail != "INSTREAM size limit exceeded. ERROR" {
+		t.Errorf("Scan = %+v, want Error, ErrEngine and clamd's answer", ev)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// The bytes on the wire, checked by a fake clamd that decodes them.
+func TestScanProtocol(t *testing.T) {
+	checkNoLeak(t)
+	msg := strings.Repeat("0123456789", 10) // 100 bytes: 3 chunks of 40, 40, 20
+	type stream struct {
+		data   []byte
+		chunks []int
+	}
+	streams := make(chan stream, 1)
+	addr := fakeClamd(t, func(conn net.Conn) {
+		data, chunks, err := readInstream(conn)
+		if err != nil {
+			t.Errorf("fake clamd: %v", err)
+		}
+		streams <- stream{data, chunks}
+		conn.Write([]byte("stream: OK\x00"))
+	})
+	ev := (&Client{Address: addr, ChunkSize: 40}).Scan(t.Context(), strings.NewReader(msg), -1)
+	if ev.Result != Clean {
+		t.Fatalf("Scan = %+v, want Clean", ev)
+	}
+	s := <-streams
+	if got, chunks := s.data, s.chunks; string(got) != msg || !slices.Equal(chunks, []int{40, 40, 20}) {
+		t.Errorf("clamd got %q in chunks %v, want the message in chunks [40 40 20]", got, chunks)
+	}
+}
+
+// readInstream reads what a client sends for zINSTREAM: the command, then
+// chunks up to the zero-length one.
+func readInstream(conn net.Conn) (data []byte, chunks []int, err error) {
+	cmd := make([]byte, len("zINSTREAM\x00"))
+	if _, err := io.ReadFull(conn, cmd); err != nil {
+		return nil, nil, err
+	}
+	if string(cmd) != "zINSTREAM\x00" {
+		return nil, nil, errors.New("bad command " + string(cmd))
+	}
+	for {
+		var n uint32
+		if err := binary.Read(conn, binary.BigEndian, &n); err != nil {
+			return nil, nil, err
+		}
+		if n == 0 {
+			return data, chunks, nil
+		}
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return nil, nil, err
+		}
+		data, chunks = append(data, buf...), append(chunks, int(n))
+	}
+}
+
+// Faults of clamd, each played by a fake clamd on loopback.
+func TestScanFaults(t *testing.T) {
+	tests := []struct {
+		name    string
+		clamd   func(net.Conn)
+		timeout time.Duration
+		kind    error
+		detail  string
+	}{
+		{"hangs", func(conn net.Conn) { io.Copy(io.Discard, conn) }, 300 * time.Millisecond, ErrTimeout, ""},
+		{"answers half a line", func(conn net.Conn) {
+			readInstream(conn)
+			conn.Write([]byte("stream: "))
+			io.Copy(io.Discard, conn)
+		}, 300 * time.Millisecond, ErrTimeout, ""},
+		{"says garbage", answer("hello, world\x00"), 5 * time.Second, ErrGarbage, "hello, world"},
+		{"says FOUND without a name", answer("stream:  FOUND\x00"), 5 * time.Second, ErrGarbage, "stream:  FOUND"},
+		{"says too much", answer(strings.Repeat("x", 10000)), 5 * time.Second, ErrGarbage, ""},
+		{"closes at once", func(conn net.Conn) {}, 5 * time.Second, ErrUnreachable, ""},
+		{"closes after the message", func(conn net.Conn) { readInstream(conn) }, 5 * time.Second, ErrUnreachable, ""},
+		{"size limit", func(conn net.Conn) {
+			conn.Read(make([]byte, 100))
+			conn.Write([]byte("INSTREAM size limit exceeded. ERROR\x00"))
+		}, 5 * time.Second, ErrEngine, "INSTREAM size limit exceeded. ERROR"},
+		{"other error", answer("stream: Can't allocate memory ERROR\x00"), 5 * time.Second, ErrEngine, "stream: Can't allocate memory ERROR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkNoLeak(t)
+			addr := fakeClamd(t, tt.clamd)
+			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+			defer cancel()
+			msg := eicarInBody()
+			start := time.Now()
+			ev := (&Client{Address: addr}).Scan(ctx, strings.NewReader(msg), int64(len(msg)))
+			if ev.Result != Error || !errors.Is(ev.Err, tt.kind) || ev.Detail != tt.detail {
+				t.Errorf("Scan = %+v, want Error, %v and Detail %q", ev, tt.kind, tt.detail)
+			}
+			if tt.kind == ErrTimeout && !errors.Is(ev.Err, context.DeadlineExceeded) {
+				t.Errorf("Err = %v, want it to wrap context.DeadlineExceeded", ev.Err)
+			}
+			if d := time.Since(start); d > tt.timeout+time.Second {
+				t.Errorf("Scan took %v, past the deadline of %v", d, tt.timeout)
+			}
+		})
+	}
+}
+
+// answer is a fake clamd that reads the command and the message and
+// answers reply.
+func answer(reply string) func(net.Conn) {
+	return func(conn net.Conn) {
+		readInstream(conn)
+		conn.Write([]byte(reply))
+	}
+}
+
+// Cancelling ctx, which has no deadline, ends a scan of a hung clamd.
+func TestScanCancelled(t *testing.T) {
+	checkNoLeak(t)
+	addr := fakeClamd(t, func(conn net.Conn) { io.Copy(io.Discard, conn) })
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	ev := (&Client{Address: addr}).Scan(ctx, strings.NewReader("hello"), 5)
+	if ev.Result != Error || !errors.Is(ev.Err, ErrTimeout) || !errors.Is(ev.Err, context.Canceled) {
+		t.Errorf("Scan = %+v, want Error, ErrTimeout and context.Canceled", ev)
+	}
+}
+
+func TestScanUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "inet:" + l.Addr().String()
+	l.Close()
+	for _, addr := range []string{refused, "unix:" + filepath.Join(t.TempDir(), "none.sock"), "tcp:127.0.0.1:3310"} {
+		t.Run(addr, func(t *testing.T) {
+			checkNoLeak(t)
+			c := &Client{Address: addr}
+			ev := c.Scan(t.Context(), strings.NewReader("hello"), 5)
+			if ev.Result != Error || !errors.Is(ev.Err, ErrUnreachable) {
+				t.Errorf("Scan = %+v, want Error and ErrUnreachable", ev)
+			}
+			if err := c.Ping(t.Context()); !errors.Is(err, ErrUnreachable) {
+				t.Errorf("Ping = %v, want ErrUnreachable", err)
+			}
+		})
+	}
+}
+
+func TestScanMaxSize(t *testing.T) {
+	checkNoLeak(t)
+	// Nothing listens there: any attempt to connect would be an Error.
+	nowhere := &Client{Address: "unix:" + filepath.Join(t.TempDir(), "none.sock"), MaxSize: 10}
+	ev := nowhere.Scan(t.Context(), strings.NewReader("eleven byte"), 11)
+	if ev.Result != Skipped || ev.Detail != "too large" || ev.Err != nil {
+		t.Errorf("Scan of a known size = %+v, want Skipped, too large", ev)
+	}
+
+	// Of a message of unknown size, no more than MaxSize bytes are sent,
+	// and no terminator.
+	sent := make(chan []byte, 1)
+	addr := fakeClamd(t, func(conn net.Conn) {
+		b, _ := io.ReadAll(conn)
+		sent <- b
+	})
+	c := &Client{Address: addr, MaxSize: 10, ChunkSize: 4}
+	ev = c.Scan(t.Context(), strings.NewReader("eleven byte"), -1)
+	if ev.Result != Skipped || ev.Detail != "too large" || ev.Err != nil {
+		t.Errorf("Scan of an unknown size = %+v, want Skipped, too large", ev)
+	}
+	if got, want := <-sent, "zINSTREAM\x00\x00\x00\x00\x04elev\x00\x00\x00\x04en b"; string(got) != want {
+		t.Errorf("clamd got %q, want %q: the command and 8 bytes", got, want)
+	}
+}
+
+func TestScanReadError(t *testing.T) {
+	checkNoLeak(t)
+	addr := fakeClamd(t, func(conn net.Conn) { io.Copy(io.Discard, conn) })
+	broken := io.MultiReader(strings.NewReader("hello"), iotestErrReader{})
+	ev := (&Client{Address: addr}).Scan(t.Context(), broken, -1)
+	if ev.Result != Error || !errors.Is(ev.Err, errDisk) {
+		t.Errorf("Scan = %+v, want Error wrapping %v", ev, errDisk)
+	}
+}
+
+var errDisk = errors.New("disk on fire")
+
+type iotestErrReader struct{}
+
+func (iotestErrReader) Read([]byte) (int, error) { return 0, errDisk }
+
+func TestPingFaults(t *testing.T) {
+	for _, tt := range []struct {
+		reply string
+		kind  error
+	}{
+		{"PONG\x00", nil},
+		{"PONG", nil},
+		{"PANG\x00", ErrGarbage},
+		{"", ErrUnreachable},
+	} {
+		t.Run(tt.reply, func(t *testing.T) {
+			checkNoLeak(t)
+			addr := fakeClamd(t, func(conn net.Conn) {
+				cmd := make([]byte, len("zPING\x00"))
+				if _, err := io.ReadFull(conn, cmd); err != nil || string(cmd) != "zPING\x00" {
+					t.Errorf("fake clamd got %q, %v", cmd, err)
+				}
+				conn.Write([]byte(tt.reply))
+			})
+			if err := (&Client{Address: addr}).Ping(t.Context()); !errors.Is(err, tt.kind) || (err == nil) != (tt.kind == nil) {
+				t.Errorf("Ping = %v, want %v", err, tt.kind)
+			}
+		})
+	}
+}
+
+func TestParseAddress(t *testing.T) {
+	tests := []struct {
+		in, network, addr string
+		err               string
+	}{
+		{"unix:/run/clamav/clamd.ctl", "unix", "/run/clamav/clamd.ctl", ""},
+		{"inet:127.0.0.1:3310", "tcp", "127.0.0.1:3310", ""},
+		{"inet:[::1]:3310", "tcp", "[::1]:3310", ""},
+		{"inet:localhost:3310", "tcp", "localhost:3310", ""},
+		{"/run/clamav/clamd.ctl", "", "", "want unix:/path or inet:host:port"},
+		{"unix:clamd.ctl", "", "", "the socket path must be absolute"},
+		{"inet:127.0.0.1", "", "", "want inet:host:port"},
+		{"inet::3310", "", "", "no host"},
+		{"inet:127.0.0.1:clamd", "", "", `port "clamd" is not a number`},
+		{"inet:127.0.0.1:70000", "", "", `port "70000" is not a number`},
+		{"tcp:127.0.0.1:3310", "", "", `unknown kind "tcp"`},
+		{"", "", "", "want unix:/path or inet:host:port"},
+	}
+	for _, tt := range tests {
+		network, addr, err := ParseAddress(tt.in)
+		if network != tt.network || addr != tt.addr || (err == nil) != (tt.err == "") ||
+			(err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("ParseAddress(%q) = %q, %q, %v; want %q, %q, error containing %q",
+				tt.in, network, addr, err, tt.network, tt.addr, tt.err)
+		}
+	}
+}
+
+// fakeClamd serves each connection with handle on 127.0.0.1 until the test
+// ends, and returns its address. Connections still open then are closed.
+func fakeClamd(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+			wg.Go(func() {
+				defer conn.Close()
+				handle(conn)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "inet:" + l.Addr().String()
+}
+
+// checkNoLeak fails the test if it ends with more goroutines than it
+// began with. Call it first: cleanups run last in, first out.
+func checkNoLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		var now int
+		for range 100 {
+			if now = runtime.NumGoroutine(); now <= before {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines before, %d after:\n%s", before, now, buf[:runtime.Stack(buf, true)])
+	})
+}
