@@ -39,6 +39,7 @@ type session struct {
 	headers   []policy.Header
 	hdrBytes  int
 	size      int64
+	body      body // kept only when a check reads it
 }
 
 func (s *Server) newSession() *session {
@@ -53,6 +54,12 @@ func (s *session) cfg() *policy.Config { return s.srv.engine.Config() }
 // stageContext bounds the checks of one stage.
 func (s *session) stageContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.srv.base, s.cfg().Milter.CheckTimeout.Duration)
+}
+
+// contentContext bounds the end-of-message stage, where content engines
+// run: milter.content_timeout, which stays below the MTA's own limit.
+func (s *session) contentContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.srv.base, s.cfg().Milter.ContentTimeout.Duration)
 }
 
 // recoverPanic turns a panic in a stage into a tempfail for the client and a
@@ -134,6 +141,9 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	s.trx.AuthType = m.Get(milter.MacroAuthType)
 	s.rec = logstore.Record{}
 	s.headers, s.hdrBytes, s.size = nil, 0, 0
+	cfg := s.cfg()
+	s.body.reset()
+	s.body.dir, s.body.limit = cfg.Milter.SpoolDir, int(cfg.Milter.BodyMemory.Bytes)
 	// The previous message's queue id must not stick to this one: a row
 	// refused before the MTA assigns an id has none, never a wrong one.
 	s.queueID = ""
@@ -194,6 +204,9 @@ func (s *session) Headers(m milter.Modifier) (*milter.Response, error) {
 
 func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
 	s.size += int64(len(chunk))
+	if s.trx != nil && s.srv.engine.NeedsBody() {
+		s.body.Write(chunk) // an error is kept and answered at end of message
+	}
 	return milter.RespContinue, nil
 }
 
@@ -203,9 +216,20 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		return milter.RespAccept, nil
 	}
 	s.noteQueueID(m)
-	ctx, cancel := s.stageContext()
+	ctx, cancel := s.contentContext()
 	defer cancel()
-	v := s.srv.engine.EndOfMessage(ctx, s.trx, &policy.Message{Headers: s.headers})
+	msg := &policy.Message{Headers: s.headers}
+	if s.srv.engine.NeedsBody() {
+		msg.Body = &s.body
+	}
+	var v policy.Verdict
+	if s.body.err != nil {
+		// A body we could not keep cannot be judged: tempfail, the
+		// client retries when the disk has room again.
+		v = policy.Trouble(policy.SpoolError, s.body.err)
+	} else {
+		v = s.srv.engine.EndOfMessage(ctx, s.trx, msg)
+	}
 	if ctx.Err() != nil {
 		v = policy.Trouble(policy.InternalError, fmt.Errorf("end-of-message checks ran out of time: %w", context.Cause(ctx)))
 	}
@@ -230,6 +254,11 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 func applyEdits(m milter.Modifier, v policy.Verdict) error {
 	for _, ref := range v.DeleteHeaders {
 		if err := m.ChangeHeader(ref.Index, ref.Name, ""); err != nil {
+			return err
+		}
+	}
+	for _, c := range v.ChangeHeaders {
+		if err := m.ChangeHeader(c.Index, c.Name, wireValue(c.Value)); err != nil {
 			return err
 		}
 	}
@@ -266,6 +295,7 @@ func (s *session) Cleanup(m milter.Modifier) {
 		}
 	}()
 	s.endConnection()
+	s.body.reset() // closes a spooled body's file
 }
 
 // endConnection logs what the SMTP connection leaves behind: an unfinished
@@ -282,6 +312,9 @@ func (s *session) endConnection() {
 func (s *session) noteQueueID(m milter.Modifier) {
 	if id := m.Get(milter.MacroQueueId); id != "" {
 		s.queueID = id
+		if s.trx != nil {
+			s.trx.QueueID = id
+		}
 	}
 }
 
@@ -326,6 +359,7 @@ func (s *session) finishLogged(action string, v policy.Verdict) (*milter.Respons
 	s.rows++
 	s.trxCancel()
 	s.trx = nil
+	s.body.reset()
 	return resp, err == nil
 }
 
@@ -424,8 +458,10 @@ func (s *session) saveConnectionRow(action string, v policy.Verdict) {
 
 // wireValue is a header value as the MTA expects it from us: we negotiate
 // SMFIP_HDR_LEADSPC, so the MTA writes the value right after the colon and
-// the space that separates them is ours to send.
-func wireValue(v string) string { return " " + v }
+// the space that separates them is ours to send. Folded lines go with a
+// bare LF, as libmilter's callers send them; the MTA writes its own line
+// ends.
+func wireValue(v string) string { return " " + strings.ReplaceAll(v, "\r\n", "\n") }
 
 // clientName is the client's host name as the MTA resolved it. Postfix
 // says "unknown" when the address has no verified name; Sendmail gives the

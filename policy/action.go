@@ -52,7 +52,12 @@ func ParseAction(s string) (Action, error) {
 
 // UnmarshalText never fails: an unknown name becomes invalid and is reported
 // by Config validation together with every other problem, with its key and line.
+// An empty name is unset: inherit (as check-config prints inherited settings).
 func (a *Action) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*a = unset
+		return nil
+	}
 	*a, _ = ParseAction(string(b))
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/mxguard/mxguard/scanners/dkim"
 )
 
 // DefaultPath is where mxguard looks for its configuration by default.
@@ -22,16 +24,26 @@ const DefaultPath = "/etc/mxguard/mxguard.toml"
 // is decoded over them and then validated all at once. The documentation of
 // every key is in docs/config.md.
 type Config struct {
-	Hostname      string         `toml:"hostname"`
-	Milter        MilterConfig   `toml:"milter"`
-	Log           LogConfig      `toml:"log"`
-	DNS           DNSConfig      `toml:"dns"`
-	Relay         RelayConfig    `toml:"relay"`
-	SPF           SPFActions     `toml:"spf"`
-	Organizations []Organization `toml:"organization"`
+	Hostname      string           `toml:"hostname"`
+	Milter        MilterConfig     `toml:"milter"`
+	Log           LogConfig        `toml:"log"`
+	DNS           DNSConfig        `toml:"dns"`
+	Relay         RelayConfig      `toml:"relay"`
+	SPF           SPFActions       `toml:"spf"`
+	Virus         VirusConfig      `toml:"virus"`
+	Spam          SpamConfig       `toml:"spam"`
+	Attachments   AttachmentConfig `toml:"attachments"`
+	Senders       SenderLists      `toml:"senders"`
+	DKIM          DKIMConfig       `toml:"dkim"`
+	DMARC         DMARCConfig      `toml:"dmarc"`
+	Organizations []Organization   `toml:"organization"`
 
 	// byDomain maps each of our domains (lower case) to its organisation.
 	byDomain map[string]*Organization
+	// content is the global content policy, resolved by validation.
+	content contentPolicy
+	// signingKeys are the loaded [[dkim.key]]s by domain.
+	signingKeys map[string]*dkim.Key
 }
 
 // MilterConfig is the [milter] section: where mxguard listens and its limits.
@@ -44,7 +56,10 @@ type MilterConfig struct {
 	MaxHeaders      int      `toml:"max_headers"`
 	MaxHeaderBytes  int      `toml:"max_header_bytes"`
 	CheckTimeout    Duration `toml:"check_timeout"`
+	ContentTimeout  Duration `toml:"content_timeout"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	BodyMemory      Size     `toml:"body_memory"`
+	SpoolDir        string   `toml:"spool_dir"`
 }
 
 // LogConfig is the [log] section: the transaction log and the debug log.
@@ -91,10 +106,20 @@ type SPFActions struct {
 // Organization is one customer of the gateway: its domains and the settings
 // in which its policy differs from the global one.
 type Organization struct {
-	Name    string       `toml:"name"`
-	Domains []string     `toml:"domains"`
-	SPF     SPFActions   `toml:"spf"`
-	Log     OrgLogConfig `toml:"log"`
+	Name        string         `toml:"name"`
+	Domains     []string       `toml:"domains"`
+	SPF         SPFActions     `toml:"spf"`
+	Log         OrgLogConfig   `toml:"log"`
+	Spam        OrgSpam        `toml:"spam"`
+	Virus       OrgVirus       `toml:"virus"`
+	Attachments OrgAttachments `toml:"attachments"`
+	Senders     SenderLists    `toml:"senders"`
+	Users       []UserLists    `toml:"user"`
+	DMARC       OrgDMARC       `toml:"dmarc"`
+
+	content contentPolicy         // effective, resolved by validation
+	users   map[string]senderList // by lower-cased recipient address
+	dmarc   DMARCConfig           // effective
 }
 
 // Default returns the configuration used where the file says nothing.
@@ -103,7 +128,7 @@ func Default() *Config {
 	if err != nil || host == "" {
 		host = "localhost"
 	}
-	return &Config{
+	c := &Config{
 		Hostname: host,
 		Milter: MilterConfig{
 			Listen:          "inet:127.0.0.1:8894",
@@ -140,6 +165,9 @@ func Default() *Config {
 			PermError: Tag,
 		},
 	}
+	contentDefaults(c)
+	authDefaults(c)
+	return c
 }
 
 // ConfigError lists every problem found in a configuration file.
@@ -190,6 +218,7 @@ func Parse(name string, src []byte) (*Config, error) {
 	cfg := Default()
 	// The defaults are replaced, not merged, by lists in the file.
 	cfg.Relay.TrustedNetworks = nil
+	cfg.Attachments.BlockExtensions, cfg.Attachments.BlockTypes = nil, nil
 	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(cfg)
 	if err != nil {
 		var pe toml.ParseError
@@ -200,6 +229,15 @@ func Parse(name string, src []byte) (*Config, error) {
 	}
 	if !md.IsDefined("relay", "trusted_networks") {
 		cfg.Relay.TrustedNetworks = Default().Relay.TrustedNetworks
+	}
+	if !md.IsDefined("attachments", "block_extensions") {
+		cfg.Attachments.BlockExtensions = defaultBlockedExtensions()
+	}
+	if !md.IsDefined("attachments", "block_types") {
+		cfg.Attachments.BlockTypes = defaultBlockedTypes()
+	}
+	if cfg.Spam.Address == "" {
+		cfg.Spam.Address = spamAddressDefault(cfg.Spam.Engine)
 	}
 
 	lines := keyLines(src)
@@ -305,6 +343,8 @@ func (c *Config) validate() []Problem {
 	}
 
 	ps = append(ps, c.SPF.validate("spf", false)...)
+	c.validateContent(bad)
+	c.validateAuth(bad)
 
 	c.byDomain = map[string]*Organization{}
 	names := map[string]bool{}
@@ -344,6 +384,11 @@ func (c *Config) validate() []Problem {
 		case r.Duration == 0:
 			o.Log.Retention = c.Log.Retention
 		}
+	}
+	// Users are checked against every organisation's domains, so after all are indexed.
+	for i := range c.Organizations {
+		c.validateOrgContent(&c.Organizations[i], fmt.Sprintf("organization[%d]", i), bad)
+		c.validateOrgAuth(&c.Organizations[i], fmt.Sprintf("organization[%d]", i), bad)
 	}
 	return ps
 }

@@ -18,6 +18,9 @@ type ContentCheck interface {
 	Check(ctx context.Context, t *Transaction, msg *Message) (Evidence, Verdict)
 }
 
+// deafGrace is how long past its deadline a check may take to return.
+const deafGrace = 250 * time.Millisecond
+
 // UseContentChecks sets the checks run at end of message.
 func (e *Engine) UseContentChecks(checks ...ContentCheck) { e.content = checks }
 
@@ -51,22 +54,39 @@ func (e *Engine) runContentChecks(ctx context.Context, t *Transaction, msg *Mess
 				ev.Check, ev.Duration = c.Name(), time.Since(start)
 				done <- outcome{ev, v}
 			}()
+			// A check answers its own deadline (an engine timeout is that
+			// engine's error, with its on_error action); only one that
+			// ignores its context is cut off here, a little later.
+			deadline, _ := cctx.Deadline()
+			deaf := time.NewTimer(time.Until(deadline) + deafGrace)
+			defer deaf.Stop()
 			select {
 			case o := <-done:
 				outcomes[i] = o
-			case <-cctx.Done():
+			case <-deaf.C:
 				err := fmt.Errorf("%s: %w", c.Name(), context.Cause(cctx))
 				outcomes[i] = outcome{ev: Evidence{Check: c.Name(), Result: "timeout", Err: err}, v: Trouble(InternalError, err)}
 			}
 		}()
 	}
 	wg.Wait()
+	// The strongest objection decides; every check's header edits apply
+	// (a clean virus scan still says so in its header).
 	v := accept
+	var edits Verdict
 	for _, o := range outcomes {
 		t.record(o.ev)
+		edits.AddHeaders = append(edits.AddHeaders, o.v.AddHeaders...)
+		edits.DeleteHeaders = append(edits.DeleteHeaders, o.v.DeleteHeaders...)
+		edits.ChangeHeaders = append(edits.ChangeHeaders, o.v.ChangeHeaders...)
 		if o.v.Action > v.Action {
 			v = o.v
 		}
 	}
+	v.AddHeaders, v.DeleteHeaders, v.ChangeHeaders = edits.AddHeaders, edits.DeleteHeaders, edits.ChangeHeaders
 	return v
 }
+
+// NeedsBody reports whether any check reads the message body, so the
+// milter keeps it.
+func (e *Engine) NeedsBody() bool { return len(e.content) > 0 }

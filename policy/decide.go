@@ -139,19 +139,20 @@ func decideMessage(t *Transaction) Verdict {
 		}
 	}
 	if v.Action == Quarantine {
-		v.Quarantine = "mxguard: " + messageReasons(t)
+		v.Quarantine = "mxguard: " + joinReasons(recipientReasons(t))
 	}
 	return v
 }
 
-// messageReasons lists the reasons behind the accepted recipients' actions
-// stronger than accept, for the verdict header and the quarantine reason.
-func messageReasons(t *Transaction) string {
+// recipientReasons lists the reasons behind the accepted recipients'
+// actions stronger than accept, for the verdict header and the quarantine
+// reason.
+func recipientReasons(t *Transaction) []Reason {
 	var reasons []Reason
 	for _, r := range t.AcceptedRecipients() {
 		if r.Verdict.Action > Accept {
 			reasons = append(reasons, r.Verdict.Reason)
 		}
 	}
-	return joinReasons(reasons)
+	return reasons
 }

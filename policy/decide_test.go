@@ -289,7 +289,7 @@ func TestEndOfMessage(t *testing.T) {
 				{"Authentication-Results", " mx.example.com"},
 			},
 			action: Accept, ar: "mx.example.com; spf=pass smtp.helo=client.test smtp.mailfrom=x@sender.test",
-			deletes: []HeaderRef{{"Authentication-Results", 4}, {"X-MXGuard-Verdict", 1}, {"authentication-results", 3}, {"Authentication-Results", 1}},
+			deletes: []HeaderRef{{"Authentication-Results", 4}, {"authentication-results", 3}, {"Authentication-Results", 1}, {"X-MXGuard-Verdict", 1}}, // per name, last first
 		},
 	}
 	for _, tt := range tests {

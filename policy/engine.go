@@ -27,11 +27,27 @@ type Engine struct {
 	cfg     *Config
 	spf     SPFChecker
 	content []ContentCheck
+	dns     TXTResolver // for DKIM and DMARC; nil leaves them off
+
+	// dmarcSample draws 0..99 for DMARC's pct; nil is random. Tests fix it.
+	dmarcSample func() int
 }
 
 // NewEngine returns an Engine for a validated configuration.
+// The content checks follow from the configuration: attachment rules, and
+// the virus and spam engines that are turned on.
 func NewEngine(cfg *Config, spfChecker SPFChecker) *Engine {
-	return &Engine{cfg: cfg, spf: spfChecker}
+	e := &Engine{cfg: cfg, spf: spfChecker}
+	// In this order: when two refuse alike, the first names the reason
+	// (a virus says more than the attachment that carries it).
+	if cfg.Virus.Engine != "none" {
+		e.content = append(e.content, newVirusCheck(cfg))
+	}
+	e.content = append(e.content, attachmentCheck{cfg})
+	if cfg.Spam.Engine != "none" {
+		e.content = append(e.content, newSpamCheck(cfg))
+	}
+	return e
 }
 
 // Config returns the configuration the Engine decides by.
@@ -94,23 +110,20 @@ func (e *Engine) Rcpt(ctx context.Context, t *Transaction, addr string) Verdict 
 		}
 		v = e.cfg.decideRecipient(t, addr, org, ev)
 	}
-	t.Recipients = append(t.Recipients, Recipient{Address: addr, Organization: org, Verdict: v})
-	return v
-}
-
-// Message is what the end-of-message stage knows of the message itself.
-type Message struct {
-	Headers []Header // in the order the MTA sent them
-}
-
-// Get returns the first value of the named header, trimmed.
-func (m *Message) Get(name string) string {
-	for _, h := range m.Headers {
-		if strings.EqualFold(h.Name, name) {
-			return strings.TrimSpace(h.Value)
+	r := Recipient{Address: addr, Organization: org, Verdict: v}
+	if !v.Action.Refuses() {
+		st := e.cfg.senderStandingFor(t, addr, org)
+		switch {
+		case st.blocked:
+			r.Verdict = decideBlockedSender(t, addr, st)
+			t.record(Evidence{Check: "senders", Result: "blocked", Detail: "<" + addr + ">: " + st.String()})
+		case st.safe:
+			r.SafeSender = st.level + ": " + st.entry
+			t.record(Evidence{Check: "senders", Result: "safe", Detail: "<" + addr + ">: " + st.String()})
 		}
 	}
-	return ""
+	t.Recipients = append(t.Recipients, r)
+	return r.Verdict
 }
 
 // EndOfMessage combines the recipients' verdicts into the verdict on the
@@ -122,18 +135,50 @@ func (e *Engine) EndOfMessage(ctx context.Context, t *Transaction, msg *Message)
 	if v.Action.Ends() {
 		return v
 	}
-	if len(e.content) > 0 {
-		if cv := e.runContentChecks(ctx, t, msg); cv.Action > v.Action {
-			v = cv
+	reasons := recipientReasons(t)
+	stronger := func(cv Verdict) {
+		if cv.Action > Accept {
+			reasons = append(reasons, cv.Reason)
 		}
-		if v.Action.Ends() {
-			return v
+		if cv.Action > v.Action {
+			v = cv
+			v.AddHeaders, v.DeleteHeaders, v.ChangeHeaders = nil, nil, nil
 		}
 	}
-	v.DeleteHeaders = e.forgedHeaders(msg)
-	v.AddHeaders = append(v.AddHeaders, Header{Name: "Authentication-Results", Value: e.authResults(ctx, t)})
+	var edits Verdict
+	if len(e.content) > 0 {
+		cv := e.runContentChecks(ctx, t, msg)
+		edits = Verdict{AddHeaders: cv.AddHeaders, DeleteHeaders: cv.DeleteHeaders, ChangeHeaders: cv.ChangeHeaders}
+		stronger(cv)
+	}
+	if !v.Action.Ends() {
+		stronger(e.checkDMARC(ctx, t, msg))
+	}
+	if v.Action.Ends() {
+		return v
+	}
+	v.DeleteHeaders = deletionOrder(append(e.forgedHeaders(msg), edits.DeleteHeaders...))
+	v.ChangeHeaders = edits.ChangeHeaders
+	v.AddHeaders = append([]Header{{Name: "Authentication-Results", Value: e.authResults(ctx, t)}}, edits.AddHeaders...)
 	if v.Action == Tag || v.Action == Quarantine {
-		v.AddHeaders = append(v.AddHeaders, Header{Name: VerdictHeader, Value: v.Action.String() + "; reasons=" + messageReasons(t)})
+		v.AddHeaders = append(v.AddHeaders, Header{Name: VerdictHeader, Value: v.Action.String() + "; reasons=" + joinReasons(reasons)})
+	}
+	if v.Action == Quarantine {
+		v.Quarantine = "mxguard: " + joinReasons(reasons)
+	}
+	if t.OurUser() && v.Action != Discard {
+		// Signing comes last, over the message as it will leave, so that
+		// none of our own edits breaks our signature.
+		sig, ev, err := e.sign(t, msg, v)
+		if ev.Check != "" {
+			t.record(ev)
+		}
+		if err != nil {
+			return Trouble(SigningFailed, err)
+		}
+		if sig != nil {
+			v.AddHeaders = append([]Header{*sig}, v.AddHeaders...)
+		}
 	}
 	return v
 }
@@ -144,10 +189,43 @@ func (e *Engine) authResults(ctx context.Context, t *Transaction) string {
 	if ev, ok := t.SPF(ctx); ok {
 		results = append(results, &authres.SPFResult{Value: authres.ResultValue(ev.Result), Helo: printable(t.Conn.Helo), From: printable(t.MailFrom)})
 	}
+	if t.dkimVerified {
+		if len(t.dkim) == 0 {
+			results = append(results, &authres.DKIMResult{Value: authres.ResultNone})
+		}
+		for _, s := range t.dkim {
+			params := map[string]string{"header.d": printable(s.Domain), "header.s": printable(s.Selector)}
+			if s.BPrefix != "" {
+				params["header.b"] = printable(s.BPrefix)
+			}
+			results = append(results, &authres.GenericResult{Method: "dkim", Value: authres.ResultValue(s.Result), Params: params})
+		}
+	}
+	if d := t.dmarc; d != nil {
+		params := map[string]string{"header.from": printable(d.Domain)}
+		if d.Policy != "" {
+			params["policy.dmarc"] = string(d.Policy)
+		}
+		results = append(results, &authres.GenericResult{Method: "dmarc", Value: authres.ResultValue(d.Result), Params: params})
+	}
 	if t.Authenticated() {
 		results = append(results, &authres.AuthResult{Value: authres.ResultPass, Auth: printable(t.AuthUser)})
 	}
-	return authres.Format(e.cfg.Hostname, results)
+	return formatAuthResults(e.cfg.Hostname, results)
+}
+
+// formatAuthResults is authres.Format without the blank that it leaves
+// after a result with no properties ("dkim=none ;").
+func formatAuthResults(id string, results []authres.Result) string {
+	if len(results) == 0 {
+		return authres.Format(id, nil)
+	}
+	parts := []string{id}
+	for _, r := range results {
+		one := authres.Format(id, []authres.Result{r})
+		parts = append(parts, strings.TrimSpace(strings.TrimPrefix(one, id+";")))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // forgedHeaders finds incoming headers that claim to be ours:

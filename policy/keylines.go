@@ -26,7 +26,13 @@ func keyLines(src []byte) lineIndex {
 	for n, line := range strings.Split(string(src), "\n") {
 		lineNo := n + 1
 		if m := arrayLine.FindStringSubmatch(line); m != nil {
-			name := joinKey(splitKey(m[1]))
+			parts := splitKey(m[1])
+			name := joinKey(parts)
+			// [[organization.user]] belongs to the latest [[organization]]
+			// and is counted within it.
+			if c, ok := arrays[parts[0]]; ok && c > 0 && len(parts) > 1 {
+				name = joinKey(append([]string{fmt.Sprintf("%s[%d]", parts[0], c-1)}, parts[1:]...))
+			}
 			table = fmt.Sprintf("%s[%d]", name, arrays[name])
 			arrays[name]++
 			idx.add(table, lineNo)

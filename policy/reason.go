@@ -24,4 +24,18 @@ const (
 	LogUnavailable      Reason = "LogUnavailable"
 	NoTransaction       Reason = "NoTransaction" // connection closed without MAIL FROM
 	Aborted             Reason = "Aborted"       // client or MTA gave up mid-transaction
+	SpoolError          Reason = "SpoolError"    // the body could not be kept (disk full)
+	BlockedSender       Reason = "BlockedSender" // in a blocked senders list
+	Virus               Reason = "Virus"
+	VirusScanFailed     Reason = "VirusScanFailed" // the virus engine is down, slow or talks nonsense
+	SpamTag             Reason = "SpamTag"
+	SpamQuarantine      Reason = "SpamQuarantine"
+	SpamReject          Reason = "SpamReject"
+	SpamScanFailed      Reason = "SpamScanFailed"
+	BlockedAttachment   Reason = "BlockedAttachment"
+	FromHeaderInvalid   Reason = "FromHeaderInvalid" // no, several or unparsable From: DMARC cannot apply
+	DMARCReject         Reason = "DMARCReject"
+	DMARCQuarantine     Reason = "DMARCQuarantine"
+	DMARCTempError      Reason = "DMARCTempError"
+	SigningFailed       Reason = "SigningFailed"
 )

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mxguard/mxguard/scanners/dkim"
+	"github.com/mxguard/mxguard/scanners/dmarc"
 	"github.com/mxguard/mxguard/scanners/spf"
 )
 
@@ -37,11 +39,16 @@ type Transaction struct {
 	AuthUser string // {auth_authen}
 	AuthType string // {auth_type}
 	MailFrom string // envelope sender without <>; "" is the null sender
+	QueueID  string // the MTA's, once it has assigned one
 
 	Recipients []Recipient
 
 	spf         *pendingSPF // started at MAIL FROM, collected when needed
 	spfRecorded bool
+
+	dkim         []dkim.Signature // set by the dkim check at end of message
+	dkimVerified bool
+	dmarc        *dmarc.Evidence
 
 	// Evidence is every check's result, in the order the checks finished.
 	Evidence []Evidence
@@ -52,6 +59,7 @@ type Recipient struct {
 	Address      string
 	Organization *Organization // nil: not one of our domains
 	Verdict      Verdict
+	SafeSender   string // the safe senders entry the sender matched for this recipient, if any
 }
 
 // Authenticated reports whether the client logged in with SMTP AUTH.

@@ -20,7 +20,8 @@ type Verdict struct {
 	// End of message only.
 	AddHeaders    []Header    // inserted at the top of the header, in this order
 	DeleteHeaders []HeaderRef // in the order they must be deleted (last first)
-	Quarantine    string      // reason handed to the MTA's hold queue
+	ChangeHeaders []HeaderChange
+	Quarantine    string // reason handed to the MTA's hold queue
 }
 
 // Header is one header field.
@@ -34,6 +35,13 @@ type Header struct {
 type HeaderRef struct {
 	Name  string
 	Index int
+}
+
+// HeaderChange replaces the value of one header field (SMFIR_CHGHEADER);
+// an Index beyond the fields of that name adds the field.
+type HeaderChange struct {
+	HeaderRef
+	Value string
 }
 
 // Reply renders the SMTP reply, or "" when mxguard lets the MTA answer.

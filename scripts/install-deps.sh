@@ -29,6 +29,15 @@ fi
 # --- C compiler: cgo builds github.com/mattn/go-sqlite3 (the transaction log).
 command -v gcc >/dev/null 2>&1 || need gcc libc6-dev
 
+# --- The content engines the tests scan real mail with: ClamAV's clamd,
+# SpamAssassin's spamd and rspamd. scripts/engines/*.sh run private
+# instances on loopback (never the packages' services, which the
+# policy-rc.d below keeps from starting) and would install these
+# themselves; installing them here, once, keeps apt out of the tests.
+[ -x /usr/sbin/clamd ] || need clamav-daemon
+[ -x /usr/sbin/spamd ] || need spamd spamassassin
+command -v rspamd >/dev/null 2>&1 || need rspamd
+
 # --- End-to-end tests (e2e/) and "make demo": a real Postfix and a real
 # Sendmail in front of mxguard. Neither is installed as a package:
 # installing one would remove an installed MTA (exim4, the other one).

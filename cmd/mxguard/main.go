@@ -38,6 +38,7 @@ commands:
   quarantine    list, release or delete mail held in Postfix's hold queue
                 (mxguard quarantine help)
   log           search the transaction log, explain one transaction, count (mxguard log help)
+  dkim-keygen   write a DKIM signing key and print the DNS record to publish
   version       print the version
 
 The default configuration file is ` + policy.DefaultPath + `.
@@ -61,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdQuarantine(args[1:], stdout, stderr)
 	case "log":
 		return cmdLog(args[1:], stdout, stderr)
+	case "dkim-keygen":
+		return cmdDKIMKeygen(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "mxguard", versionString())
 		return 0
@@ -150,6 +153,7 @@ func serve(cfg *policy.Config, log *slog.Logger) error {
 	store.StartPruner(pruneCtx, pruneEvery, func() logstore.Retention { return retentionOf(cfg) }, log)
 
 	engine := policy.NewEngine(cfg, &spf.Checker{Resolver: res})
+	engine.UseDNS(res)
 	ln, err := milter.Listen(cfg.Milter)
 	if err != nil {
 		return fmt.Errorf("milter.listen: %w", err)

@@ -1,0 +1,108 @@
+package policy
+
+import (
+	"bytes"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Message is what the end-of-message stage knows of the message itself.
+type Message struct {
+	Headers []Header // in the order the MTA sent them, values as sent (leading space kept)
+	Body    Body     // nil when no check needs the body
+}
+
+// Body is the message body as the MTA sent it (CRLF line endings). Each
+// call of Reader reads it from the start, so checks running concurrently
+// each stream it without copying it.
+type Body interface {
+	Size() int64
+	Reader() io.Reader
+}
+
+// Get returns the first value of the named header, trimmed.
+func (m *Message) Get(name string) string {
+	for _, h := range m.Headers {
+		if strings.EqualFold(h.Name, name) {
+			return strings.TrimSpace(h.Value)
+		}
+	}
+	return ""
+}
+
+// Values returns every value of the named header, trimmed, in order.
+func (m *Message) Values(name string) []string {
+	var vs []string
+	for _, h := range m.Headers {
+		if strings.EqualFold(h.Name, name) {
+			vs = append(vs, strings.TrimSpace(h.Value))
+		}
+	}
+	return vs
+}
+
+// Raw returns the message as received, header and body, in RFC 5322 form
+// with CRLF line endings, and its length in bytes.
+func (m *Message) Raw() (io.Reader, int64) {
+	return rawMessage(m.Headers, m.Body)
+}
+
+// rawMessage renders headers and appends the body.
+func rawMessage(headers []Header, body Body) (io.Reader, int64) {
+	var h bytes.Buffer
+	for _, f := range headers {
+		h.WriteString(f.Name)
+		h.WriteByte(':')
+		h.WriteString(crlf(f.Value))
+		h.WriteString("\r\n")
+	}
+	h.WriteString("\r\n")
+	if body == nil {
+		return &h, int64(h.Len())
+	}
+	n := int64(h.Len()) + body.Size()
+	return io.MultiReader(&h, body.Reader()), n
+}
+
+// crlf turns the bare LFs with which MTAs fold header values into CRLF.
+func crlf(s string) string {
+	if !strings.Contains(s, "\n") {
+		return s
+	}
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	return strings.ReplaceAll(s, "\n", "\r\n")
+}
+
+// headerRefs finds every field of the named headers in msg, for deletion.
+func headerRefs(msg *Message, names ...string) []HeaderRef {
+	var refs []HeaderRef
+	count := map[string]int{}
+	for _, h := range msg.Headers {
+		name := strings.ToLower(h.Name)
+		count[name]++
+		for _, n := range names {
+			if strings.EqualFold(n, name) {
+				refs = append(refs, HeaderRef{Name: h.Name, Index: count[name]})
+			}
+		}
+	}
+	return refs
+}
+
+// deletionOrder sorts deletions so that, per header name, the last field
+// goes first: deleting shifts the indexes of later fields of the same name
+// (forward deletion left forgeries behind in OpenDKIM, CVE-2022-48521).
+func deletionOrder(refs []HeaderRef) []HeaderRef {
+	sort.SliceStable(refs, func(i, j int) bool {
+		ni, nj := strings.ToLower(refs[i].Name), strings.ToLower(refs[j].Name)
+		if ni != nj {
+			return ni < nj
+		}
+		return refs[i].Index > refs[j].Index
+	})
+	return slices.CompactFunc(refs, func(a, b HeaderRef) bool {
+		return strings.EqualFold(a.Name, b.Name) && a.Index == b.Index
+	})
+}
