@@ -236,6 +236,9 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 	for _, h := range v.AddHeaders {
 		s.rec.HeadersAdded = append(s.rec.HeadersAdded, h.Name+": "+h.Value)
 	}
+	for _, c := range v.ChangeHeaders { // a tagged subject, for one
+		s.rec.HeadersAdded = append(s.rec.HeadersAdded, c.Name+": "+c.Value+" (replacing the original)")
+	}
 	resp, logged := s.finishLogged(v.Action.String(), v)
 	if !logged || v.Action.Ends() {
 		return resp, nil
@@ -408,6 +411,8 @@ func (s *session) fillRecord() {
 	if ev, ok := t.SPFIfDone(); ok {
 		r.SPF, r.SPFDomain = string(ev.Result), ev.Domain
 	}
+	sum := t.Summary()
+	r.DKIM, r.DMARC, r.SpamScore, r.Virus = sum.DKIM, sum.DMARC, sum.SpamScore, sum.Virus
 	r.Evidence = r.Evidence[:0]
 	for _, e := range t.Evidence {
 		le := logstore.Evidence{Check: e.Check, Result: e.Result, Detail: e.Detail, Duration: e.Duration}

@@ -52,8 +52,11 @@ func (e *Engine) checkDMARC(ctx context.Context, t *Transaction, msg *Message) V
 	if v.Action > Accept {
 		applied = "applied: " + v.Action.String()
 	}
-	t.record(Evidence{Check: "dmarc", Result: string(ev.Result), Duration: time.Since(start), Err: ev.Err,
-		Detail: fmt.Sprintf("header.from=%s p=%s pct=%d spf_aligned=%t dkim_aligned=%t; policy %s", ev.Domain, orNone(string(ev.Policy)), ev.Pct, ev.SPFAligned, ev.DKIMAligned, applied)})
+	detail := fmt.Sprintf("header.from=%s p=%s pct=%d spf_aligned=%t dkim_aligned=%t; policy %s", ev.Domain, ev.Policy, ev.Pct, ev.SPFAligned, ev.DKIMAligned, applied)
+	if ev.Policy == "" {
+		detail = fmt.Sprintf("header.from=%s: no usable DMARC record", ev.Domain)
+	}
+	t.record(Evidence{Check: "dmarc", Result: string(ev.Result), Duration: time.Since(start), Err: ev.Err, Detail: detail})
 	return v
 }
 
@@ -74,11 +77,4 @@ func fromProblem(err error) string {
 		return "the From header field has more than one address"
 	}
 	return "the From header field cannot be parsed"
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }

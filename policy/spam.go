@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +42,7 @@ func newSpamCheck(cfg *Config) *spamCheck {
 	c := &spamCheck{cfg: cfg}
 	switch cfg.Spam.Engine {
 	case "spamd":
-		c.engine = spamdEngine{&spamd.Client{Address: cfg.Spam.Address, MaxSize: cfg.Spam.MaxSize.Bytes}}
+		c.engine = spamdEngine{client: &spamd.Client{Address: cfg.Spam.Address, MaxSize: cfg.Spam.MaxSize.Bytes}, hostname: cfg.Hostname}
 	case "rspamd":
 		c.engine = rspamdEngine{client: &rspamd.Client{URL: cfg.Spam.Address, MaxSize: cfg.Spam.MaxSize.Bytes, Password: cfg.Spam.Password}, hostname: cfg.Hostname}
 	}
@@ -69,6 +70,8 @@ func (c *spamCheck) Check(ctx context.Context, t *Transaction, msg *Message) (Ev
 		_, size := msg.Raw()
 		return Evidence{Result: "skipped", Detail: fmt.Sprintf("skipped: too large (%d bytes, spam.max_size %s)", size, c.cfg.Spam.MaxSize)}, accept
 	}
+	score := s.score
+	t.spamScore = &score
 	ev := Evidence{Result: "scored", Detail: fmt.Sprintf("%s score=%s required=%s (%s) rules=%s",
 		c.cfg.Spam.Engine, formatScore(s.score), formatScore(s.required), s.opinion, strings.Join(s.rules, ","))}
 	v := decideSpam(thresholds, s.score)
@@ -138,13 +141,52 @@ func subjectTagged(msg *Message, tag string) []HeaderChange {
 	return []HeaderChange{{HeaderRef: HeaderRef{Name: "Subject", Index: 1}, Value: value}}
 }
 
-func formatScore(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
+func formatScore(f float64) string {
+	s := strconv.FormatFloat(f, 'f', 1, 64)
+	if s == "-0.0" {
+		return "0.0"
+	}
+	return s
+}
 
-type spamdEngine struct{ client *spamd.Client }
+type spamdEngine struct {
+	client   *spamd.Client
+	hostname string
+}
+
+// receivedField renders the Received field the MTA adds for t (RFC 5321
+// section 4.4), CRLF-terminated.
+func receivedField(hostname string, t *Transaction) string {
+	from := printable(t.Conn.Helo)
+	if from == "" {
+		from = "unknown"
+	}
+	ip := "127.0.0.1"
+	if t.Conn.ClientIP.IsValid() {
+		ip = t.Conn.ClientIP.Unmap().String()
+		if t.Conn.ClientIP.Unmap().Is6() {
+			ip = "IPv6:" + ip
+		}
+	}
+	with := "ESMTP"
+	if t.Authenticated() {
+		with = "ESMTPA"
+	}
+	id := ""
+	if t.QueueID != "" {
+		id = " id " + printable(t.QueueID)
+	}
+	return fmt.Sprintf("Received: from %s (%s [%s])\r\n\tby %s with %s%s;\r\n\t%s\r\n",
+		from, printable(t.Conn.ClientName), ip, hostname, with, id, t.Started.Format(time.RFC1123Z))
+}
 
 func (e spamdEngine) scan(ctx context.Context, t *Transaction, msg *Message, user string) spamScore {
 	raw, size := msg.Raw()
-	r := e.client.Check(ctx, raw, size, user)
+	// SpamAssassin reads the client from the Received chain, and the MTA
+	// adds its own Received only after the milter: give spamd the one the
+	// MTA will write, as spamass-milter does.
+	received := receivedField(e.hostname, t)
+	r := e.client.Check(ctx, io.MultiReader(strings.NewReader(received), raw), size+int64(len(received)), user)
 	opinion := "ham"
 	if r.Spam {
 		opinion = "spam"

@@ -46,9 +46,13 @@ type Transaction struct {
 	spf         *pendingSPF // started at MAIL FROM, collected when needed
 	spfRecorded bool
 
-	dkim         []dkim.Signature // set by the dkim check at end of message
+	// Set by the content checks at end of message, each its own field
+	// (they run concurrently), read once they have all finished.
+	dkim         []dkim.Signature
 	dkimVerified bool
 	dmarc        *dmarc.Evidence
+	spamScore    *float64
+	virus        string
 
 	// Evidence is every check's result, in the order the checks finished.
 	Evidence []Evidence
@@ -166,4 +170,35 @@ func domainOf(addr string) string {
 		return ""
 	}
 	return strings.ToLower(strings.TrimSuffix(addr[i+1:], "."))
+}
+
+// Summary is the outcome of the content checks in short, for the log's
+// columns: the full evidence is in Evidence.
+type Summary struct {
+	DKIM      string   // best result and its domain, e.g. "pass bank.test"; "" when not verified
+	DMARC     string   // result and the domain's policy, e.g. "fail p=reject"
+	SpamScore *float64 // nil when not scored
+	Virus     string   // "clean", the signature found, "skipped" or "error"
+}
+
+// Summary returns the outcome of the content checks so far.
+func (t *Transaction) Summary() Summary {
+	s := Summary{SpamScore: t.spamScore, Virus: t.virus}
+	if t.dkimVerified {
+		ev := dkimEvidence(t.dkim)
+		s.DKIM = ev.Result
+		for _, sig := range t.dkim {
+			if string(sig.Result) == ev.Result {
+				s.DKIM += " " + sig.Domain
+				break
+			}
+		}
+	}
+	if d := t.dmarc; d != nil {
+		s.DMARC = string(d.Result)
+		if d.Policy != "" {
+			s.DMARC += " p=" + string(d.Policy)
+		}
+	}
+	return s
 }

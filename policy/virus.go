@@ -25,6 +25,10 @@ func (c *virusCheck) Check(ctx context.Context, t *Transaction, msg *Message) (E
 	raw, size := msg.Raw()
 	res := c.client.Scan(ctx, raw, size)
 	ev := Evidence{Result: string(res.Result), Detail: res.Signature, Err: res.Err}
+	t.virus = string(res.Result)
+	if res.Result == clamd.Infected {
+		t.virus = res.Signature
+	}
 	switch res.Result {
 	case clamd.Clean:
 		ev.Detail = "clamd"

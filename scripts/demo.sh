@@ -15,12 +15,16 @@
 #   DEMO_DIR     where everything goes (default /tmp/mxguard-demo; emptied first)
 #   DEMO_LISTEN  mxguard's milter address (default inet:127.0.0.1:8894, the example's)
 #   DEMO_SMTP    Postfix's SMTP port on 127.0.0.1 (default 2525)
+#   DEMO_CLAMD, DEMO_SPAMD  the private clamd's and spamd's ports (default 13320, 17840)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-/tmp/mxguard-demo}
 DEMO_LISTEN=${DEMO_LISTEN:-inet:127.0.0.1:8894}
 DEMO_SMTP=${DEMO_SMTP:-2525}
+# The demo's own clamd and spamd (scripts/engines), apart from the tests'.
+export MXGUARD_ENGINES_DIR=${DEMO_DIR}/engines
+export CLAMD_PORT=${DEMO_CLAMD:-13320} SPAMD_PORT=${DEMO_SPAMD:-17840}
 BIN=${BIN:-bin}
 KEEP=${KEEP:-0}
 instance=scripts/postfix-instance.sh
@@ -57,6 +61,8 @@ ours_running() {
 stop_demo() {
 	[ -e "$DEMO_DIR/.mxguard-demo" ] || return 0
 	[ -f "$pf_dir/conf/main.cf" ] && { "$instance" stop "$pf_dir" || true; }
+	[ -d "$MXGUARD_ENGINES_DIR/clamd" ] && { scripts/engines/clamd.sh stop || true; }
+	[ -d "$MXGUARD_ENGINES_DIR/spamd" ] && { scripts/engines/spamd.sh stop || true; }
 	local name pid
 	for name in mxguard dns; do
 		[ -f "$run/$name.pid" ] || continue
@@ -124,8 +130,15 @@ fail() {
 	exit 1
 }
 
-# --- DNS: SPF records for the demo's domains, on loopback.
-"$BIN/mxguard-testdns" -zone scripts/demo.zone -addr-file "$run/dns.addr" >/dev/null 2>"$DEMO_DIR/dns.log" &
+# --- A DKIM key for example.com: mxguard signs alice's mail with it, and
+# the demo's DNS publishes the record dkim-keygen prints.
+"$BIN/mxguard" dkim-keygen -domain example.com -selector demo -dir "$DEMO_DIR/dkim" >"$DEMO_DIR/dkim-keygen.txt"
+cp scripts/demo.zone "$DEMO_DIR/demo.zone"
+awk '/^Publish this TXT record:/ { on = 1; next } /^Then add/ { on = 0 } on && NF' "$DEMO_DIR/dkim-keygen.txt" >>"$DEMO_DIR/demo.zone"
+grep -q '_domainkey.example.com. IN TXT' "$DEMO_DIR/demo.zone" || die "no DKIM record in the output of mxguard dkim-keygen"
+
+# --- DNS: SPF, DKIM and DMARC records for the demo's domains, on loopback.
+"$BIN/mxguard-testdns" -zone "$DEMO_DIR/demo.zone" -addr-file "$run/dns.addr" >/dev/null 2>"$DEMO_DIR/dns.log" &
 echo $! >"$run/dns.pid"
 for _ in $(seq 100); do
 	[ -s "$run/dns.addr" ] && break
@@ -134,13 +147,22 @@ done
 [ -s "$run/dns.addr" ] || fail "the DNS server did not start" "$DEMO_DIR/dns.log"
 dns=$(cat "$run/dns.addr")
 
-# --- mxguard: the example configuration, with our listen address, log and DNS.
+# --- The engines: a private clamd (its only signature is EICAR's) and spamd.
+clamd=$(scripts/engines/clamd.sh start 2>"$DEMO_DIR/clamd-start.log") || fail "clamd did not start" "$DEMO_DIR/clamd-start.log"
+spamd=$(scripts/engines/spamd.sh start 2>"$DEMO_DIR/spamd-start.log") || fail "spamd did not start" "$DEMO_DIR/spamd-start.log"
+
+# --- mxguard: the example configuration, with our listen address, log, DNS
+# and engines, and the DKIM key.
 sed -e "s|^listen = \"[^\"]*\"|listen = \"$DEMO_LISTEN\"|" \
 	-e "s|^path = \"[^\"]*\"|path = \"$db\"|" \
-	-e "s|^resolver = \"[^\"]*\"|resolver = \"$dns\"|" examples/mxguard.toml >"$config"
+	-e "s|^resolver = \"[^\"]*\"|resolver = \"$dns\"|" \
+	-e "s|^address = \"unix:/run/clamav/clamd.ctl\"|address = \"$clamd\"|" \
+	-e "s|^address = \"inet:127.0.0.1:783\"|address = \"$spamd\"|" examples/mxguard.toml >"$config"
 grep -q "^listen = \"$DEMO_LISTEN\"" "$config" && grep -q "^path = \"$db\"" "$config" &&
-	grep -q "^resolver = \"$dns\"" "$config" ||
-	die "could not set milter.listen, log.path and dns.resolver in $config (did examples/mxguard.toml change?)"
+	grep -q "^resolver = \"$dns\"" "$config" && grep -q "^address = \"$clamd\"" "$config" &&
+	grep -q "^address = \"$spamd\"" "$config" ||
+	die "could not set milter.listen, log.path, dns.resolver, virus.address and spam.address in $config (did examples/mxguard.toml change?)"
+sed -n '/^\[\[dkim.key\]\]/,$p' "$DEMO_DIR/dkim-keygen.txt" >>"$config"
 "$BIN/mxguard" check-config -config "$config" >/dev/null
 "$BIN/mxguard" serve -config "$config" 2>"$DEMO_DIR/mxguard.log" &
 echo $! >"$run/mxguard.pid"
@@ -157,7 +179,9 @@ listening "$host" "$port" || fail "mxguard did not listen on $host:$port" "$DEMO
 
 echo "mxguard $("$BIN/mxguard" version | cut -d' ' -f2-) is the milter ($DEMO_LISTEN) of Postfix $(cat "${POSTFIX_ROOT:-/var/cache/mxguard/postfix}/.version") (127.0.0.1:$DEMO_SMTP),"
 echo "with examples/mxguard.toml: example.com and example.net are organisation \"example\" (SPF fail quarantined),"
-echo "acme.test is \"acme\" (SPF fail rejected). DNS: scripts/demo.zone. Outside clients are played with XCLIENT."
+echo "acme.test is \"acme\" (SPF fail rejected, spam quarantined). Viruses go to clamd ($clamd), spam to spamd ($spamd);"
+echo "example.com's mail is DKIM-signed (key from mxguard dkim-keygen). DNS: scripts/demo.zone plus that key."
+echo "Outside clients are played with XCLIENT."
 echo
 
 # send N TITLE SWAKS-ARGS...: send one message and say what the client was told.
@@ -194,6 +218,23 @@ send 8 "A stranger (198.51.100.9) uses our own domain example.net as sender" \
 	--xclient-addr 198.51.100.9 --from ceo@example.net --to someone@example.com
 send 9 "A host in trusted_networks (127.0.0.1, no XCLIENT) relays to another domain" \
 	--from app@example.com --to partner@elsewhere.test
+# EICAR, the antivirus test file, assembled so this script is not one.
+printf '%s%s' 'X5O!P%@AP[4\PZX54(P^)7CC)7}$' 'EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*' >"$DEMO_DIR/invoice.txt"
+send 10 "A virus (EICAR) as an attachment" \
+	--xclient-addr 192.0.2.1 --from billing@sender.test --to someone@example.com --attach "$DEMO_DIR/invoice.txt"
+gtube='XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X'
+send 11 "Spam (GTUBE) for example.com: over reject_score" \
+	--xclient-addr 192.0.2.1 --from offers@sender.test --to someone@example.com --body "$gtube"
+send 12 "The same spam for acme.test, whose organisation quarantines spam instead" \
+	--xclient-addr 192.0.2.1 --from deals@sender.test --to ceo@acme.test --body "$gtube"
+printf 'MZ\x90\x00 (not really a program)' >"$DEMO_DIR/payroll.pdf.exe"
+send 13 "A program disguised as a PDF (attachment rules)" \
+	--xclient-addr 192.0.2.1 --from hr@sender.test --to someone@example.com --attach "$DEMO_DIR/payroll.pdf.exe"
+send 14 "A stranger forges the From of bank.test, whose DMARC policy is p=reject" \
+	--xclient-addr 192.0.2.1 --from x@sender.test --to someone@example.com --header "From: Your Bank <security@bank.test>"
+send 15 "alice writes to a colleague: mxguard DKIM-signs it for example.com" \
+	--xclient-addr 203.0.113.5 --tls --auth PLAIN --auth-user alice --auth-password "$alice_password" \
+	--from alice@example.com --to someone@example.com --header "Subject: demo 15 signed"
 
 # Let Postfix deliver what it accepted (held mail stays).
 for _ in $(seq 100); do
@@ -205,6 +246,11 @@ maildir=$pf_dir/mail/inbox/new
 echo "Delivered into the Maildir $maildir: $(find "$maildir" -type f 2>/dev/null | wc -l) messages. The tagged one begins:"
 tagged=$(grep -l '^X-MXGuard-Verdict:' "$maildir"/* 2>/dev/null | head -n1 || true)
 [ -n "$tagged" ] && sed -n '/^$/q; /^Return-Path:/,/^Received:/p' "$tagged" | grep -v '^\s' | sed 's/^/  | /'
+signed=$(grep -l '^Subject: demo 15' "$maildir"/* 2>/dev/null | head -n1 || true)
+if [ -n "$signed" ]; then
+	echo "alice's message (15) carries mxguard's signature:"
+	grep -A1 '^DKIM-Signature:' "$signed" | cut -c1-100 | sed 's/^/  | /'
+fi
 echo
 # mxguard quarantine runs Postfix's postqueue and postsuper; here they are
 # the demo's private copy, so PATH and LD_LIBRARY_PATH point at it.

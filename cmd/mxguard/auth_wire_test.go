@@ -153,6 +153,9 @@ _dmarc.sender.test. IN TXT "v=DMARC1; p=none"
 		if ev.Result != "fail" || !strings.Contains(ev.Detail, "header.from=bank.test p=reject") || !strings.Contains(ev.Detail, "applied: reject") {
 			t.Errorf("dmarc evidence %+v", ev)
 		}
+		if r.DMARC != "fail p=reject" || r.DKIM != "none" {
+			t.Errorf("dmarc column %q, dkim column %q", r.DMARC, r.DKIM)
+		}
 	})
 	t.Run("an organisation may quarantine instead", func(t *testing.T) {
 		m := inbound(t, d, "u@soft.test")
@@ -193,6 +196,9 @@ _dmarc.sender.test. IN TXT "v=DMARC1; p=none"
 		wantRow(t, r, "accept", "", "")
 		if ev, _ := evidence(r, "dkim"); ev.Result != "pass" || !strings.Contains(ev.Detail, "d=bank.test s=b1 pass") {
 			t.Errorf("dkim evidence %+v", ev)
+		}
+		if r.DKIM != "pass bank.test" || r.DMARC != "pass p=reject" {
+			t.Errorf("dkim column %q, dmarc column %q", r.DKIM, r.DMARC)
 		}
 	})
 	t.Run("several From fields are refused", func(t *testing.T) {

@@ -97,6 +97,9 @@ max_size = "64KB"
 		if ev, _ := evidence(r, "virus"); ev.Result != "infected" || !strings.HasPrefix(ev.Detail, "Eicar") {
 			t.Errorf("virus evidence %+v", ev)
 		}
+		if !strings.HasPrefix(r.Virus, "Eicar") {
+			t.Errorf("virus column %q", r.Virus)
+		}
 	})
 	t.Run("EICAR nested in a forwarded message", func(t *testing.T) {
 		m := inbound(t, d, "u@example.com")
@@ -195,6 +198,13 @@ func TestWireSpam(t *testing.T) {
 				wantRow(t, r, "reject", "SpamReject", "550 5.7.1")
 				if ev, _ := evidence(r, "spam"); ev.Result != "spam" || !strings.Contains(ev.Detail, "GTUBE") {
 					t.Errorf("spam evidence %+v", ev)
+				}
+				if r.SpamScore == nil || *r.SpamScore < 15 {
+					t.Errorf("spam_score column %v", r.SpamScore)
+				}
+				// spamd saw the Received field the MTA is going to add.
+				if ev, _ := evidence(r, "spam"); strings.Contains(ev.Detail, "NO_RECEIVED") {
+					t.Errorf("spamd scored the message without its Received field: %s", ev.Detail)
 				}
 			})
 			t.Run("quarantined where reject is off", func(t *testing.T) {
