@@ -36,6 +36,7 @@ type Config struct {
 	Senders       SenderLists      `toml:"senders"`
 	DKIM          DKIMConfig       `toml:"dkim"`
 	DMARC         DMARCConfig      `toml:"dmarc"`
+	Web           WebConfig        `toml:"web"`
 	Organizations []Organization   `toml:"organization"`
 
 	// byDomain maps each of our domains (lower case) to its organisation.
@@ -167,6 +168,14 @@ func Default() *Config {
 	}
 	contentDefaults(c)
 	authDefaults(c)
+	c.Web = WebConfig{
+		DB:             "/var/lib/mxguard/web.db",
+		TrustedProxies: []Network{},
+		SessionIdle:    Duration{Duration: 30 * time.Minute},
+		SessionMax:     Duration{Duration: 12 * time.Hour},
+		LoginAttempts:  5,
+		LoginLockout:   Duration{Duration: 15 * time.Minute},
+	}
 	return c
 }
 
@@ -345,6 +354,7 @@ func (c *Config) validate() []Problem {
 	ps = append(ps, c.SPF.validate("spf", false)...)
 	c.validateContent(bad)
 	c.validateAuth(bad)
+	c.validateWeb(bad)
 
 	c.byDomain = map[string]*Organization{}
 	names := map[string]bool{}
