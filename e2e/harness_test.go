@@ -23,10 +23,14 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"text/template"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/enginetest"
 	"github.com/mxguard/mxguard/internal/testdns"
 	"github.com/mxguard/mxguard/logstore"
+	"github.com/mxguard/mxguard/scanners/dkim"
+	"github.com/mxguard/mxguard/scanners/resolver"
 )
 
 // optOutEnv=0 skips the end-to-end tests, for developers without root or
@@ -48,7 +52,7 @@ const waitFor = 15 * time.Second
 var (
 	// localDomains are delivered into the Maildir; every other domain is
 	// outside (relay).
-	localDomains = []string{"example.com", "example.net", "quarantine.test"}
+	localDomains = []string{"example.com", "example.net", "quarantine.test", "spamhold.test"}
 	// saslUsers log in over STARTTLS; the password is the name reversed.
 	saslUsers = []string{"alice", "bob"}
 )
@@ -67,12 +71,77 @@ func password(user string) string {
 // MTA cannot be told a client's address (Sendmail has no XCLIENT), clients
 // connect from the loopback twins of those addresses (loopbackTwin), so
 // 127.0.2.0/24, the twin of 192.0.2.0/24, may send for the same domains.
+// bank.test asks DMARC to reject what does not pass. The public keys of
+// mxguard's DKIM signing keys, made for each test, are added (signingKeys).
 const zone = `
 $TTL 300
-pass.test.    IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 -all"
-soft.test.    IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 ~all"
-example.com.  IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 -all"
+pass.test.        IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 -all"
+soft.test.        IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 ~all"
+example.com.      IN TXT "v=spf1 ip4:192.0.2.0/24 ip4:127.0.2.0/24 -all"
+bank.test.        IN TXT "v=spf1 -all"
+_dmarc.bank.test. IN TXT "v=DMARC1; p=reject"
 `
+
+// The test strings of virus and spam engines, assembled from halves so
+// that this source file does not look like a virus or spam to a scanner:
+// the EICAR test file (the test clamd's only signature, reported as
+// eicarSignature) and SpamAssassin's GTUBE (which spamd scores about 1000).
+var (
+	eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$` + `EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+	gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*" + "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+)
+
+const eicarSignature = "Eicar-Test-Signature.UNOFFICIAL"
+
+// signingKey is one of mxguard's [[dkim.key]]: generated for each test,
+// its public key published in the zone.
+type signingKey struct {
+	Domain, Selector, Algorithm string
+	File                        string // the private key, PEM
+}
+
+// signingKeys are the keys mxguard signs our users' mail with: Ed25519
+// for example.com (alice's), RSA for example.net, whose 2048-bit
+// signature makes a DKIM-Signature field three times as long, for the
+// MTAs to fold or not.
+var signingKeys = []signingKey{
+	{Domain: "example.com", Selector: "e2e", Algorithm: "ed25519"},
+	{Domain: "example.net", Selector: "e2e-rsa", Algorithm: "rsa"},
+}
+
+// makeSigningKeys writes a private key for each of signingKeys into dir
+// and returns the keys with their files, and the zone lines that publish
+// their public keys.
+func makeSigningKeys(t *testing.T, dir string) ([]signingKey, string) {
+	t.Helper()
+	var keys []signingKey
+	var records strings.Builder
+	for _, k := range signingKeys {
+		pemBytes, txt, err := dkim.GenerateKey(k.Algorithm, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.File = filepath.Join(dir, k.Domain+"."+k.Selector+".pem")
+		if err := os.WriteFile(k.File, pemBytes, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+		fmt.Fprintf(&records, "%s. IN TXT %s\n", dkim.RecordName(k.Selector, k.Domain), zoneTXT(txt))
+	}
+	return keys, records.String()
+}
+
+// zoneTXT quotes a TXT record's text for a zone file as strings of at
+// most 255 bytes each (RFC 1035 section 3.3.14); a 2048-bit RSA key's
+// record is longer than one. The text has no quotes or backslashes.
+func zoneTXT(txt string) string {
+	var parts []string
+	for len(txt) > 255 {
+		parts = append(parts, strconv.Quote(txt[:255]))
+		txt = txt[255:]
+	}
+	return strings.Join(append(parts, strconv.Quote(txt)), " ")
+}
 
 // loopbackTwin is the loopback address that stands for the TEST-NET
 // address ip where a client has to connect from the address the MTA is to
@@ -94,27 +163,30 @@ type origin struct {
 	xclient bool
 }
 
-// mxguardConfig is mxguard's configuration: listen address, log path,
-// resolver and trusted networks are filled in. The MTA's own loopback
-// connections are trusted; outside clients are posed with XCLIENT or come
-// from loopback addresses that are not (see origin).
-const mxguardConfig = `hostname = "mx.example.com"
+// mxguardConfig is mxguard's configuration, filled in with an
+// mxguardSettings. The MTA's own loopback connections are trusted; outside
+// clients are posed with XCLIENT or come from loopback addresses that are
+// not (see origin). The engines are the real clamd and spamd of
+// internal/enginetest; spam thresholds are the defaults, except for
+// spamhold.test's organisation, which holds spam rather than refusing it.
+var mxguardConfig = template.Must(template.New("mxguard.toml").Parse(`hostname = "mx.example.com"
 
 [milter]
-listen = %q
+listen = {{printf "%q" .Listen}}
 check_timeout = "5s"
+content_timeout = "30s"
 shutdown_timeout = "5s"
 
 [log]
-path = %q
+path = {{printf "%q" .DB}}
 level = "debug"
 
 [dns]
-resolver = %q
+resolver = {{printf "%q" .DNS}}
 timeout = "2s"
 
 [relay]
-trusted_networks = [%q]
+trusted_networks = [{{printf "%q" .Trusted}}]
 
 [relay.sender_login]
 "alice" = ["alice@example.com"]
@@ -124,6 +196,21 @@ trusted_networks = [%q]
 fail = "reject"
 softfail = "tag"
 
+[virus]
+engine = "clamd"
+address = {{printf "%q" .Clamd}}
+timeout = "20s"
+
+[spam]
+engine = "spamd"
+address = {{printf "%q" .Spamd}}
+timeout = "20s"
+{{range .Keys}}
+[[dkim.key]]
+domain = {{printf "%q" .Domain}}
+selector = {{printf "%q" .Selector}}
+key_file = {{printf "%q" .File}}
+{{end}}
 [[organization]]
 name = "example"
 domains = ["example.com", "example.net"]
@@ -133,7 +220,20 @@ name = "quarantined"
 domains = ["quarantine.test"]
 [organization.spf]
 fail = "quarantine"
-`
+
+[[organization]]
+name = "spamhold"
+domains = ["spamhold.test"]
+[organization.spam]
+reject_score = 0.0
+`))
+
+// mxguardSettings are the blanks of mxguardConfig.
+type mxguardSettings struct {
+	Listen, DB, DNS, Trusted string
+	Clamd, Spamd             string // the engines' addresses
+	Keys                     []signingKey
+}
 
 // requireE2E fails the test when it cannot run the way CI runs it, and
 // skips it only when the developer opted out.
@@ -248,10 +348,40 @@ func goTool() string {
 	return "/usr/local/go/bin/go"
 }
 
-// startDNS serves zone on loopback for the test's lifetime.
-func startDNS(t *testing.T) *testdns.Server {
+// phase is what a test sets up before its MTA: a directory, the DNS, the
+// engines and mxguard.
+type phase struct {
+	dir string
+	mx  *mxguard
+	// resolver looks names up in the test's DNS, as mxguard does.
+	resolver *resolver.Resolver
+}
+
+// setUp makes the test's directory and signing keys, serves the zone with
+// their records, makes sure clamd and spamd run, and starts mxguard
+// trusting the network trusted (a CIDR prefix). A missing engine fails the
+// test (enginetest).
+func setUp(t *testing.T, trusted string) *phase {
 	t.Helper()
-	srv, err := testdns.Start(zone)
+	dir := testDir(t)
+	keys, records := makeSigningKeys(t, dir)
+	dns := startDNS(t, zone+records)
+	res, err := resolver.New(resolver.Config{Server: dns.Addr(), Timeout: 2 * time.Second, CacheSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mx := newMxguard(t, dir, mxguardSettings{
+		DNS: dns.Addr(), Trusted: trusted,
+		Clamd: enginetest.Clamd(t), Spamd: enginetest.Spamd(t),
+		Keys: keys,
+	})
+	return &phase{dir: dir, mx: mx, resolver: res}
+}
+
+// startDNS serves zoneText on loopback for the test's lifetime.
+func startDNS(t *testing.T, zoneText string) *testdns.Server {
+	t.Helper()
+	srv, err := testdns.Start(zoneText)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,9 +405,9 @@ type mxguard struct {
 	exited chan error
 }
 
-// newMxguard writes the configuration into dir and starts the daemon,
-// trusting the network trusted (a CIDR prefix).
-func newMxguard(t *testing.T, dir, dnsAddr, trusted string) *mxguard {
+// newMxguard writes the configuration into dir and starts the daemon;
+// its listen address and log are filled in.
+func newMxguard(t *testing.T, dir string, settings mxguardSettings) *mxguard {
 	t.Helper()
 	m := &mxguard{
 		t:      t,
@@ -286,8 +416,12 @@ func newMxguard(t *testing.T, dir, dnsAddr, trusted string) *mxguard {
 		db:     filepath.Join(dir, "mxguard.db"),
 		listen: fmt.Sprintf("inet:127.0.0.1:%d", freePort(t)),
 	}
-	cfg := fmt.Sprintf(mxguardConfig, m.listen, m.db, dnsAddr, trusted)
-	if err := os.WriteFile(m.cfg, []byte(cfg), 0o644); err != nil {
+	settings.Listen, settings.DB = m.listen, m.db
+	var cfg bytes.Buffer
+	if err := mxguardConfig.Execute(&cfg, settings); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.cfg, cfg.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Create(filepath.Join(dir, "mxguard.log"))
@@ -476,10 +610,19 @@ type swaksRun struct {
 	to      []string
 	auth    string   // SASL login over STARTTLS (saslUsers), "" for none
 	headers []string // "Name: value" lines added to swaks' message
+	body    string   // the message's text; "" is swaks' own
+	// attach makes the message multipart/mixed with these files, each
+	// base64-encoded as application/octet-stream under its name.
+	attach []attachment
 
 	transcript string
 	exit       int
 	lines      []tline
+}
+
+// attachment is a file swaks attaches.
+type attachment struct {
+	name, content string
 }
 
 // tline is one SMTP line of a swaks transcript.
@@ -510,6 +653,20 @@ func swaks(t *testing.T, addr string, o origin, s swaksRun) *swaksRun {
 	}
 	for _, h := range s.headers {
 		args = append(args, "--header", h)
+	}
+	if s.body != "" {
+		args = append(args, "--body", s.body)
+	}
+	if len(s.attach) > 0 {
+		dir := t.TempDir()
+		for _, a := range s.attach {
+			path := filepath.Join(dir, a.name)
+			if err := os.WriteFile(path, []byte(a.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// "@": the file's content, attached under its name.
+			args = append(args, "--attach", "@"+path)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

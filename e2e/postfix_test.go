@@ -22,16 +22,14 @@ import (
 func TestPostfix(t *testing.T) {
 	requireE2E(t, "swaks", "saslpasswd2", "openssl", "setpriv")
 	start := time.Now()
-	dir := testDir(t)
-	dns := startDNS(t)
 	// 127.0.0.0/8: Postfix's own connections, and the XCLIENT sessions'
 	// loopback origin; outside clients are the addresses XCLIENT names.
-	mx := newMxguard(t, dir, dns.Addr(), "127.0.0.0/8")
-	pf := startPostfix(t, filepath.Join(dir, "postfix"), mx.listen)
-	t.Logf("setup (mxguard build, DNS, mxguard, Postfix instance): %v", time.Since(start).Round(time.Millisecond))
+	ph := setUp(t, "127.0.0.0/8")
+	pf := startPostfix(t, filepath.Join(ph.dir, "postfix"), ph.mx.listen)
+	t.Logf("setup (mxguard build, keys, DNS, engines, mxguard, Postfix instance): %v", time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
-	runScenarios(t, &env{mta: pf, mx: mx})
+	runScenarios(t, &env{mta: pf, mx: ph.mx, resolver: ph.resolver})
 	t.Logf("scenarios: %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -127,14 +125,32 @@ func (p *postfix) clientQueueID(t *testing.T, clientIP string) string {
 	return waitLog(t, "Postfix's log", p.logText, re)[1]
 }
 
-// milterRejected: "NOQUEUE: milter-reject: RCPT from unknown[192.0.2.4]:
-// 554 5.7.1 RelayDenied: ...": the refusal came from the milter, not from
-// Postfix's own restrictions (which log "reject:").
+// milterRejected: smtpd logs "NOQUEUE: milter-reject: RCPT from
+// unknown[192.0.2.4]: 554 5.7.1 RelayDenied: ...": the refusal came from
+// the milter, not from Postfix's own restrictions (which log "reject:").
+// At the end of DATA it is cleanup(8) that talks to the milter, and logs
+// the refusal with the queue id and without the reply code:
+// "5A3309A0206: milter-reject: END-OF-MESSAGE from unknown[192.0.2.15]:
+// 5.7.1 Virus: ...".
 func (p *postfix) milterRejected(t *testing.T, stage, clientIP string, r smtpReply) {
 	t.Helper()
-	re := regexp.MustCompile(`: milter-reject: ` + regexp.QuoteMeta(stage) + ` from [^\[ ]*\[` + regexp.QuoteMeta(clientIP) + `\]: ` +
-		regexp.QuoteMeta(r.code+" "+r.enh+" "+r.text))
-	waitLog(t, "Postfix's log", p.logText, re)
+	reply := r.code + " " + r.enh + " " + r.text
+	if stage == "." {
+		reply = r.enh + " " + r.text
+	}
+	waitLog(t, "Postfix's log", p.logText, p.milterRejectLine(stage, clientIP, regexp.QuoteMeta(reply)+`; from=<`))
+}
+
+// milterRejectLine matches the line Postfix logs when the milter refuses
+// clientIP at stage ("MAIL", "RCPT", ".") with a reply matching the
+// regular expression reply; its group is the queue id, or NOQUEUE.
+func (p *postfix) milterRejectLine(stage, clientIP, reply string) *regexp.Regexp {
+	who := `postfix/smtpd\[\d+\]`
+	if stage == "." {
+		who, stage = `postfix/cleanup\[\d+\]`, "END-OF-MESSAGE"
+	}
+	return regexp.MustCompile(who + `: ([0-9A-Za-z]+): milter-reject: ` + regexp.QuoteMeta(stage) + ` from [^\[ ]*\[` +
+		regexp.QuoteMeta(clientIP) + `\]: ` + reply)
 }
 
 // relayed: the message went to its outside recipient, which this instance
@@ -220,4 +236,12 @@ func (p *postfix) milterDown() (stage string, r smtpReply) {
 
 // refusedQueueID: Postfix names a queue id only once it opens the queue
 // file, after the first accepted RCPT; refusals before that are NOQUEUE.
-func (p *postfix) refusedQueueID(t *testing.T, clientIP string) string { return "" }
+// At the end of DATA the message is in the queue file, and the refusal is
+// logged with its id (milterRejected).
+func (p *postfix) refusedQueueID(t *testing.T, stage, clientIP string) string {
+	t.Helper()
+	if stage != "." {
+		return ""
+	}
+	return waitLog(t, "Postfix's log", p.logText, p.milterRejectLine(".", clientIP, "[^\n]*"))[1]
+}

@@ -5,14 +5,19 @@ package e2e
 // against any MTA that implements mta.
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/mail"
+	"os"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/mxguard/mxguard/logstore"
+	"github.com/mxguard/mxguard/scanners/dkim"
+	"github.com/mxguard/mxguard/scanners/resolver"
 )
 
 // mta is a real MTA on loopback with mxguard as its milter, as the
@@ -40,20 +45,23 @@ type mta interface {
 	// accepted for delivery").
 	queueID(r smtpReply) string
 	// milterReply is the reply mxguard gave, from the reply r the client
-	// got to MAIL FROM or RCPT TO. Postfix passes it on as it is; Sendmail
-	// puts "<address>... " in front of the text.
+	// got to MAIL FROM, RCPT TO or the end of DATA. Postfix passes it on
+	// as it is; Sendmail puts "<address>... " in front of the text at MAIL
+	// and RCPT.
 	milterReply(r smtpReply) smtpReply
 	// refusedQueueID is the queue id the MTA had when it refused the
-	// transaction of clientIP at MAIL FROM or RCPT TO. Postfix assigns
-	// none before the first accepted RCPT (it logs NOQUEUE), so "";
-	// Sendmail assigns one at MAIL FROM, and logs it.
-	refusedQueueID(t *testing.T, clientIP string) string
+	// transaction of clientIP at stage ("MAIL", "RCPT" or "." for the end
+	// of DATA). Postfix assigns none before the first accepted RCPT (it
+	// logs NOQUEUE), so "" at MAIL and RCPT; Sendmail assigns one at MAIL
+	// FROM. Either logs the one it had.
+	refusedQueueID(t *testing.T, stage, clientIP string) string
 	// clientQueueID is the queue id the MTA logged for the transaction of
 	// clientIP, for transactions whose client never saw one (Postfix: when
 	// it opens the queue file; Sendmail: when the transaction ends).
 	clientQueueID(t *testing.T, clientIP string) string
 	// milterRejected requires the MTA's log to say that the milter, not
-	// the MTA's own rules, refused clientIP at stage ("MAIL", "RCPT") with r.
+	// the MTA's own rules, refused clientIP at stage ("MAIL", "RCPT" or
+	// "." for the end of DATA) with r.
 	milterRejected(t *testing.T, stage, clientIP string, r smtpReply)
 	// relayed requires the MTA to have passed the message on to its
 	// outside recipient (a test MTA logs it and keeps nothing from leaving
@@ -84,7 +92,8 @@ type mta interface {
 type env struct {
 	mta       mta
 	mx        *mxguard
-	delivered []string // the X-E2E-ID of every message that must be delivered
+	resolver  *resolver.Resolver // the test's DNS, to verify DKIM signatures with
+	delivered []string           // the X-E2E-ID of every message that must be delivered
 }
 
 // fate is what becomes of a message the client sent.
@@ -106,13 +115,24 @@ type scenario struct {
 	// DATA): code, enhanced code, and the reason the text of mxguard's
 	// reply starts with (also the row's reason).
 	stage, code, enh, reason string
+	// text, when set, is more of the start of the refusal's text than the
+	// reason.
+	text string
 
 	fate fate
 	// verdict is the X-MXGuard-Verdict value delivered; "" for none.
 	verdict string
+	// carries are "Name: value" header fields the message must have when
+	// held and when delivered.
+	carries []string
+	// signedBy is the domain whose DKIM signature, mxguard's, must verify
+	// in the delivered message, as the MTA wrote it.
+	signedBy string
 
 	// The row, beyond what the send and the reply determine.
 	action, direction, spf, org string
+	// evidence are "check=result" the row must have among its evidence.
+	evidence []string
 }
 
 // scenarios are the single transactions; runScenarios adds the ones swaks
@@ -120,10 +140,12 @@ type scenario struct {
 var scenarios = []scenario{{
 	name: "clean",
 	send: swaksRun{client: "192.0.2.1", from: "clean@pass.test", to: []string{"u1@example.com"}},
-	// SPF passes for the client: delivered, with our Authentication-Results.
+	// SPF passes for the client: delivered, with our Authentication-Results,
+	// scanned by both engines.
 	stage: ".", code: "250", enh: "2.0.0",
 	fate:   delivered,
 	action: "accept", direction: "inbound", spf: "pass", org: "example",
+	evidence: []string{"virus=clean", "spam=scored"},
 }, {
 	name:  "spf-fail",
 	send:  swaksRun{client: "203.0.113.2", from: "spf-fail@pass.test", to: []string{"u2@example.com"}},
@@ -149,14 +171,14 @@ var scenarios = []scenario{{
 	name: "auth-relay",
 	// SMTP AUTH over STARTTLS from an outside address: relaying is the
 	// login's doing, not the network's.
-	send:  swaksRun{client: "203.0.113.5", auth: "alice", from: "alice@example.com", to: []string{"partner@elsewhere.test"}},
+	send:  swaksRun{client: "203.0.113.5", auth: "bob", from: "bob@example.com", to: []string{"partner@elsewhere.test"}},
 	stage: ".", code: "250", enh: "2.0.0",
 	fate: relayed,
 	// Outbound mail belongs to the sender's organisation.
 	action: "accept", direction: "outbound", org: "example",
 }, {
 	name:  "sender-mismatch",
-	send:  swaksRun{client: "203.0.113.6", auth: "alice", from: "bob@example.com", to: []string{"partner@elsewhere.test"}},
+	send:  swaksRun{client: "203.0.113.6", auth: "alice", from: "boss@example.com", to: []string{"partner@elsewhere.test"}},
 	stage: "MAIL FROM", code: "553", enh: "5.7.1", reason: "SenderLoginMismatch",
 	fate:   refused,
 	action: "reject", direction: "outbound", org: "example",
@@ -195,6 +217,69 @@ var scenarios = []scenario{{
 	stage: ".", code: "250", enh: "2.0.0",
 	fate:   delivered,
 	action: "accept", direction: "inbound", spf: "pass", org: "example",
+}, {
+	name: "virus",
+	// EICAR attached (as a file clamd must decode from base64): refused at
+	// the end of DATA, whatever SPF says.
+	send: swaksRun{client: "192.0.2.15", from: "virus@pass.test", to: []string{"u15@example.com"},
+		attach: []attachment{{name: "invoice.txt", content: eicar}}},
+	stage: ".", code: "554", enh: "5.7.1", reason: "Virus",
+	text:   "Virus: message contains a virus (" + eicarSignature + ")",
+	fate:   refused,
+	action: "reject", direction: "inbound", spf: "pass", org: "example",
+	evidence: []string{"virus=infected"},
+}, {
+	name: "spam",
+	// GTUBE scores about 1000, over the default reject_score (15).
+	send:  swaksRun{client: "192.0.2.16", from: "spam@pass.test", to: []string{"u16@example.com"}, body: "Cheap watches. " + gtube},
+	stage: ".", code: "550", enh: "5.7.1", reason: "SpamReject", text: "SpamReject: message scored ",
+	fate:   refused,
+	action: "reject", direction: "inbound", spf: "pass", org: "example",
+	evidence: []string{"spam=spam"},
+}, {
+	name: "spam-held",
+	// spamhold.test's organisation turns reject_score off: the same spam
+	// goes to quarantine, flagged.
+	send:  swaksRun{client: "192.0.2.17", from: "spam-held@pass.test", to: []string{"u17@spamhold.test"}, body: "Cheap watches. " + gtube},
+	stage: ".", code: "250", enh: "2.0.0",
+	fate: held, verdict: "quarantine; reasons=SpamQuarantine", carries: []string{"X-Spam-Flag: YES"},
+	action: "quarantine", reason: "SpamQuarantine", direction: "inbound", spf: "pass", org: "spamhold",
+	evidence: []string{"spam=spam"},
+}, {
+	name: "dmarc-reject",
+	// SPF passes for the envelope sender's domain, but the author is
+	// bank.test's, whose DMARC policy is reject: neither SPF nor a DKIM
+	// signature aligns with it.
+	send: swaksRun{client: "192.0.2.18", from: "dmarc@pass.test", to: []string{"u18@example.com"},
+		headers: []string{"From: The Bank <ceo@bank.test>"}},
+	stage: ".", code: "550", enh: "5.7.1", reason: "DMARCReject", text: "DMARCReject: bank.test does not pass DMARC",
+	fate:   refused,
+	action: "reject", direction: "inbound", spf: "pass", org: "example",
+	evidence: []string{"dkim=none", "dmarc=fail"},
+}, {
+	name: "signed",
+	// alice writes to a colleague: mxguard signs for example.com
+	// (Ed25519), and the signature verifies in the message as the MTA
+	// delivered it. The signed From and To have quoted commas and a folded
+	// line, which an MTA might rewrite.
+	send: swaksRun{client: "203.0.113.19", auth: "alice", from: "alice@example.com", to: []string{"colleague@example.com"},
+		headers: []string{
+			`From: "Example, Alice" <alice@example.com>`,
+			"To: Colleague <colleague@example.com>,\n\t\"Doe, Jane\" <jane@example.com>",
+		}},
+	stage: ".", code: "250", enh: "2.0.0",
+	fate: delivered, signedBy: "example.com",
+	action: "accept", direction: "internal", org: "example",
+	evidence: []string{"dkim_sign=signed"},
+}, {
+	name: "signed-rsa",
+	// An application on a trusted host, for example.net: signed with
+	// RSA, a DKIM-Signature field of over 400 characters.
+	send:  swaksRun{from: "app@example.net", to: []string{"u20@example.com"}},
+	stage: ".", code: "250", enh: "2.0.0",
+	fate: delivered, signedBy: "example.net",
+	action: "accept", direction: "internal", org: "example",
+	evidence: []string{"dkim_sign=signed"},
 }}
 
 // runScenarios runs every scenario as a subtest, in order, against e.
@@ -231,6 +316,9 @@ func (e *env) run(t *testing.T, sc scenario) {
 	wantText, ours := "", got // a refusal's text starts with the reason
 	if sc.fate == refused {
 		wantText, ours = sc.reason, e.mta.milterReply(got)
+		if sc.text != "" {
+			wantText = sc.text
+		}
 	}
 	if got.code != sc.code || got.enh != sc.enh || !strings.HasPrefix(ours.text, wantText) {
 		t.Fatalf("reply to %s: %q; want %s %s %s...", sc.stage, got, sc.code, sc.enh, wantText)
@@ -241,7 +329,7 @@ func (e *env) run(t *testing.T, sc scenario) {
 	if sc.fate == refused {
 		stage, _, _ := strings.Cut(sc.stage, " ")
 		e.mta.milterRejected(t, stage, clientIP, got)
-		qid = e.mta.refusedQueueID(t, clientIP)
+		qid = e.mta.refusedQueueID(t, stage, clientIP)
 	} else if qid = e.mta.queueID(got); qid == "" {
 		t.Fatalf("no queue id in %q", got)
 	}
@@ -261,10 +349,11 @@ func (e *env) run(t *testing.T, sc scenario) {
 	if sc.fate != refused && row.Subject != "e2e "+sc.name {
 		t.Errorf("row subject %q; want %q", row.Subject, "e2e "+sc.name)
 	}
+	checkEvidence(t, row, sc.evidence)
 
 	switch sc.fate {
 	case delivered:
-		e.checkDelivered(t, sc.name, s, sc.spf, sc.verdict)
+		e.checkMessage(t, sc, s)
 	case relayed:
 		e.mta.relayed(t, qid)
 	case held:
@@ -275,12 +364,71 @@ func (e *env) run(t *testing.T, sc scenario) {
 		if v := h.Get("X-MXGuard-Verdict"); v != sc.verdict {
 			t.Errorf("held message's X-MXGuard-Verdict %q; want %q", v, sc.verdict)
 		}
+		checkCarries(t, "held message", h, sc.carries)
 		// Where the MTA keeps a reason (Sendmail), it is mxguard's.
 		if want := "mxguard: " + sc.reason; reason != "" && reason != want {
 			t.Errorf("quarantine reason %q; want %q", reason, want)
 		}
 		e.mta.release(t, qid)
-		e.checkDelivered(t, sc.name, s, sc.spf, sc.verdict)
+		e.checkMessage(t, sc, s)
+	}
+}
+
+// checkEvidence requires the row to have each of want ("check=result")
+// among its evidence.
+func checkEvidence(t *testing.T, r logstore.Record, want []string) {
+	t.Helper()
+	var have []string
+	for _, ev := range r.Evidence {
+		have = append(have, ev.Check+"="+ev.Result)
+	}
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			t.Errorf("row evidence %q lacks %s:\n%+v", have, w, r.Evidence)
+		}
+	}
+}
+
+// checkMessage checks the delivered message of scenario sc, sent as s.
+func (e *env) checkMessage(t *testing.T, sc scenario, s swaksRun) {
+	t.Helper()
+	d := e.checkDelivered(t, sc.name, s, sc.spf, sc.verdict)
+	checkCarries(t, "delivered message", d.header, sc.carries)
+	if sc.signedBy != "" {
+		e.checkSigned(t, d, sc.signedBy)
+	}
+}
+
+// checkCarries requires header to have each of fields ("Name: value").
+func checkCarries(t *testing.T, what string, header mail.Header, fields []string) {
+	t.Helper()
+	for _, f := range fields {
+		name, value, _ := strings.Cut(f, ": ")
+		if got := header.Get(name); got != value {
+			t.Errorf("%s's %s: %q; want %q", what, name, got, value)
+		}
+	}
+}
+
+// checkSigned verifies the DKIM signatures of the delivered message d, as
+// the MTA wrote it, with keys from the test's DNS: there must be exactly
+// one, mxguard's for domain, and it must pass. What the MTA did to the
+// header after mxguard signed (its Received, Return-Path, folding) must
+// not have broken it.
+func (e *env) checkSigned(t *testing.T, d delivery, domain string) {
+	t.Helper()
+	raw, err := os.ReadFile(d.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Mailbox files have bare LF line ends; DKIM is computed over CRLF.
+	msg := bytes.ReplaceAll(bytes.ReplaceAll(raw, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
+	sigs, err := dkim.Verify(context.Background(), e.resolver, bytes.NewReader(msg))
+	if err != nil {
+		t.Fatalf("verifying %s: %v", d.path, err)
+	}
+	if len(sigs) != 1 || sigs[0].Domain != domain || sigs[0].Result != dkim.Pass {
+		t.Errorf("DKIM signatures of the delivered message: %+v; want one by %s that passes\n%s", sigs, domain, raw)
 	}
 }
 
@@ -305,17 +453,27 @@ func checkRow(t *testing.T, r logstore.Record, w rowWant) {
 }
 
 // checkDelivered requires the message in the mailbox with our
-// Authentication-Results on top (above the MTA's Received), carrying the
-// SPF result, no forged copy of it, and the verdict header when tagged.
-func (e *env) checkDelivered(t *testing.T, token string, s swaksRun, spf, verdict string) {
+// Authentication-Results on top (above the MTA's Received), carrying what
+// was checked (SPF, DKIM and DMARC inbound; the login of our user), no
+// forged copy of it, and the verdict header when tagged. It returns the
+// message.
+func (e *env) checkDelivered(t *testing.T, token string, s swaksRun, spf, verdict string) delivery {
 	t.Helper()
 	e.delivered = append(e.delivered, token)
 	d := waitDelivery(t, e.mta.mailbox(), token)
-	wantAR := fmt.Sprintf("Authentication-Results: mx.example.com; spf=%s smtp.helo=%s smtp.mailfrom=%s", spf, s.helo, s.from)
-	if s.auth == "" && s.client != "" {
+	var wantAR string
+	switch {
+	case s.auth != "":
+		// Our user's mail: the login, no SPF, DKIM or DMARC.
+		wantAR = "Authentication-Results: mx.example.com; auth=pass smtp.auth=" + s.auth
+	case s.client == "":
+		// A trusted client's: nothing was checked.
+		wantAR = "Authentication-Results: mx.example.com; none"
+	default:
 		// Inbound: swaks signs nothing and its From is the envelope sender.
 		_, domain, _ := strings.Cut(s.from, "@")
-		wantAR += "; dkim=none; dmarc=none header.from=" + domain
+		wantAR = fmt.Sprintf("Authentication-Results: mx.example.com; spf=%s smtp.helo=%s smtp.mailfrom=%s; dkim=none; dmarc=none header.from=%s",
+			spf, s.helo, s.from, domain)
 	}
 	var ours []string
 	arAt := -1
@@ -346,6 +504,7 @@ func (e *env) checkDelivered(t *testing.T, token string, s swaksRun, spf, verdic
 	if t.Failed() {
 		t.Logf("delivered %s:\n%s", d.path, strings.Join(d.fields, "\n"))
 	}
+	return d
 }
 
 // twoOnOneConnection: two transactions on one SMTP connection, RSET

@@ -26,16 +26,14 @@ func TestSendmail(t *testing.T) {
 		t.Fatalf("the private Sendmail copy is not installed: run scripts/install-deps.sh as root (%s=0 skips these tests)\n%s", optOutEnv, out)
 	}
 	start := time.Now()
-	dir := testDir(t)
-	dns := startDNS(t)
 	// Only Sendmail's own 127.0.0.1 is trusted: outside clients connect
 	// from other loopback addresses (sendmail.client).
-	mx := newMxguard(t, dir, dns.Addr(), "127.0.0.1/32")
-	sm := startSendmail(t, filepath.Join(dir, "sendmail"), mx.listen)
-	t.Logf("setup (mxguard build, DNS, mxguard, Sendmail instance): %v", time.Since(start).Round(time.Millisecond))
+	ph := setUp(t, "127.0.0.1/32")
+	sm := startSendmail(t, filepath.Join(ph.dir, "sendmail"), ph.mx.listen)
+	t.Logf("setup (mxguard build, keys, DNS, engines, mxguard, Sendmail instance): %v", time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
-	runScenarios(t, &env{mta: sm, mx: mx})
+	runScenarios(t, &env{mta: sm, mx: ph.mx, resolver: ph.resolver})
 	t.Logf("scenarios: %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -163,7 +161,7 @@ func (s *sendmail) loggedQueueID(t *testing.T, clientIP string) string {
 
 // refusedQueueID: Sendmail assigns the queue id at MAIL FROM (it is the
 // milter's i macro from then on) and logs it for a refused transaction too.
-func (s *sendmail) refusedQueueID(t *testing.T, clientIP string) string {
+func (s *sendmail) refusedQueueID(t *testing.T, stage, clientIP string) string {
 	t.Helper()
 	return s.loggedQueueID(t, clientIP)
 }
@@ -182,11 +180,11 @@ func (s *sendmail) clientQueueID(t *testing.T, clientIP string) string {
 func (s *sendmail) milterRejected(t *testing.T, stage, clientIP string, r smtpReply) {
 	t.Helper()
 	qid := s.loggedQueueID(t, clientIP)
-	arg := map[string]string{"MAIL": "from", "RCPT": "to"}[stage]
+	arg := map[string]string{"MAIL": "from=<[^>]*>", "RCPT": "to=<[^>]*>", ".": "data"}[stage]
 	if arg == "" {
 		t.Fatalf("milterRejected: no Sendmail log line for stage %q", stage)
 	}
-	re := regexp.MustCompile(regexp.QuoteMeta(qid) + `: Milter: ` + arg + `=<[^>]*>, reject=` +
+	re := regexp.MustCompile(regexp.QuoteMeta(qid) + `: Milter: ` + arg + `, reject=` +
 		regexp.QuoteMeta(s.milterReply(r).String()) + `\n`)
 	waitLog(t, "Sendmail's log", s.logText, re)
 }
