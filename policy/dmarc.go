@@ -56,7 +56,14 @@ func (e *Engine) checkDMARC(ctx context.Context, t *Transaction, msg *Message) V
 	if ev.Policy == "" {
 		detail = fmt.Sprintf("header.from=%s: no usable DMARC record", ev.Domain)
 	}
-	t.record(Evidence{Check: "dmarc", Result: string(ev.Result), Duration: time.Since(start), Err: ev.Err, Detail: detail})
+	rec := Evidence{Check: "dmarc", Result: string(ev.Result), Duration: time.Since(start), Detail: detail}
+	switch {
+	case ev.Result == dmarc.TempError || ev.Result == dmarc.PermError:
+		rec.Err = ev.Err
+	case ev.Err != nil: // why it failed, or that there is no record: explanation, not error
+		rec.Detail += " (" + ev.Err.Error() + ")"
+	}
+	t.record(rec)
 	return v
 }
 

@@ -318,8 +318,17 @@ func (t *Transaction) SPFIfDone() (spf.Evidence, bool) {
 	}
 }
 
+// The SPF library explains every result with an error value ("matched
+// ip"); only temperror and permerror are errors, the rest is detail.
 func spfEvidence(ev spf.Evidence) Evidence {
-	return Evidence{Check: "spf", Result: string(ev.Result), Detail: ev.Domain, Duration: ev.Duration, Err: ev.Err}
+	out := Evidence{Check: "spf", Result: string(ev.Result), Detail: ev.Domain, Duration: ev.Duration}
+	switch {
+	case ev.Result == spf.TempError || ev.Result == spf.PermError:
+		out.Err = ev.Err
+	case ev.Err != nil:
+		out.Detail += " (" + ev.Err.Error() + ")"
+	}
+	return out
 }
 
 // clientEvidence records how the client was classified for relay control.

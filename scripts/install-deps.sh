@@ -66,6 +66,7 @@ if [ "$e2e" != 0 ]; then
 	perl -MNet::SSLeay -e1 2>/dev/null || need libnet-ssleay-perl   # swaks --tls
 	perl -MIO::Socket::SSL -e1 2>/dev/null || need libio-socket-ssl-perl
 	command -v sqlite3 >/dev/null 2>&1 || need sqlite3            # make demo shows a query
+	[ -x /usr/bin/chromium ] || need chromium   # e2e/web_test.go drives the console in headless Chromium
 	# Sendmail's m4 configuration macros: postfix-integration's tests build a
 	# sendmail.cf from our snippet. sendmail-cf holds only m4 files and
 	# installs beside any MTA.

@@ -21,8 +21,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/mxguard/mxguard/logstore"
+	"github.com/mxguard/mxguard/logstore/explain"
 	"github.com/mxguard/mxguard/policy"
-	"github.com/mxguard/mxguard/quarantine"
 )
 
 // logSubcommands are the mxguard log subcommands by name. Each file
@@ -527,13 +527,13 @@ func (tw *tableWriter) flush() error {
 // printable text no wider than its column allows.
 func searchCells(r *logstore.Record) []string {
 	sender := "<" + r.MailFrom + ">"
-	if connectionOnly(r) {
+	if explain.ConnectionOnly(r) {
 		sender = "-"
 	}
 	var rcpts []string
 	for _, rc := range r.Recipients {
 		a := rc.Address
-		if refuses(rc.Action) && !refuses(r.Action) {
+		if explain.Refuses(rc.Action) && !explain.Refuses(r.Action) {
 			a += " (" + rc.Action + ")" // refused at RCPT though the message went on
 		}
 		rcpts = append(rcpts, a)
@@ -542,7 +542,7 @@ func searchCells(r *logstore.Record) []string {
 		strconv.FormatInt(r.ID, 10),
 		r.StartedAt.UTC().Format("2006-01-02 15:04:05"),
 		orDash(r.QueueID),
-		clientOf(r),
+		explain.Client(r),
 		sender,
 		orDash(strings.Join(rcpts, ", ")),
 		r.Action,
@@ -563,22 +563,6 @@ func cut(s string, n int) string {
 	}
 	return string([]rune(s)[:max(0, n-3)]) + "..."
 }
-
-func clientOf(r *logstore.Record) string {
-	if r.ClientIP == "" {
-		return "local" // a submission without a client address (sendmail, pickup)
-	}
-	return r.ClientIP
-}
-
-// connectionOnly reports whether a row is a connection that never reached
-// MAIL FROM (refused at connect, or closed): it has no envelope, and no
-// check ran, since the first evidence is recorded at MAIL FROM.
-func connectionOnly(r *logstore.Record) bool {
-	return r.MailFrom == "" && len(r.Recipients) == 0 && len(r.Evidence) == 0 && r.AuthUser == ""
-}
-
-func refuses(action string) bool { return action == "reject" || action == "tempfail" }
 
 // table aligns columns of text. Widths only grow, so lines printed before
 // a wider row stay as they were (-follow); cells that do not fit push the
@@ -857,348 +841,46 @@ func cmdLogShow(args []string, stdout, stderr io.Writer) int {
 }
 
 // showRecord prints one transaction: a verdict in words, then the facts it
-// rests on. Everything printed comes from the row; text from the client is
-// made printable.
+// rests on (logstore/explain, which the web console shows too). Everything
+// printed comes from the row; text from the client is made printable.
 func showRecord(w io.Writer, r *logstore.Record) error {
 	var b strings.Builder
 	p := func(s string) string { return printable(s, -1) }
-	title := fmt.Sprintf("Transaction %d", r.ID)
-	if r.QueueID != "" {
-		title += ", queue id " + p(r.QueueID)
-	}
-	b.WriteString(title + "\n\n")
-	for _, para := range explain(r) {
+	e := explain.Of(r)
+	b.WriteString(p(e.Title) + "\n\n")
+	for _, para := range e.Paragraphs {
 		b.WriteString(wrap(p(para), 78, "") + "\n\n")
 	}
-
-	field := func(name, value string) {
-		if value != "" {
-			fmt.Fprintf(&b, "  %-12s %s\n", name, p(value))
-		}
+	for _, f := range e.Fields {
+		fmt.Fprintf(&b, "  %-12s %s\n", f.Name, p(f.Value))
 	}
-	when := r.StartedAt.UTC().Format("2006-01-02 15:04:05.000") + " UTC"
-	if d := r.EndedAt.Sub(r.StartedAt); !r.EndedAt.IsZero() && d >= time.Millisecond {
-		when += ", lasted " + d.Round(time.Millisecond).String()
-	}
-	field("Time", when)
-	client := clientOf(r)
-	if r.ClientName != "" && r.ClientName != r.ClientIP {
-		client += " (" + r.ClientName + ")"
-	}
-	if r.Helo != "" {
-		client += ", HELO " + r.Helo
-	}
-	if r.Daemon != "" {
-		client += ", MTA service " + r.Daemon
-	}
-	field("Client", client)
-	if !connectionOnly(r) {
-		login := "none"
-		if r.AuthUser != "" {
-			login = r.AuthUser
-			if r.AuthType != "" {
-				login += " (" + r.AuthType + ")"
-			}
-		}
-		field("Login", login)
-		field("Sender", "<"+r.MailFrom+">")
-	}
-	dir := r.Direction
-	if r.Organization != "" {
-		dir += ", organisation " + r.Organization
-	}
-	field("Direction", strings.TrimPrefix(dir, ", "))
-	field("From", r.FromHeader)
-	field("Subject", logstore.DecodeHeader(r.Subject))
-	field("Message-ID", r.MessageID)
-	if r.Size > 0 {
-		field("Size", strconv.FormatInt(r.Size, 10)+" bytes")
-	}
-	if r.SPF != "" {
-		field("SPF", r.SPF+" for "+r.SPFDomain)
-	}
-	field("DKIM", r.DKIM)
-	field("DMARC", r.DMARC)
-	if r.SpamScore != nil {
-		field("Spam score", strconv.FormatFloat(*r.SpamScore, 'f', -1, 64))
-	}
-	field("Virus", r.Virus)
-	verdict := r.Action
-	if r.Reason != "" {
-		verdict += ", reason " + r.Reason
-	}
-	field("Verdict", verdict)
-	reply := r.Reply
-	if reply == "" {
-		reply = "none"
-		if slices.Contains([]string{"accept", "tag", "quarantine", "discard"}, r.Action) {
-			reply = "none: mxguard let the MTA answer"
-		}
-	}
-	field("Reply", reply)
-	field("Error", r.Error)
-
-	if len(r.Recipients) > 0 {
+	if len(e.Recipients) > 0 {
 		b.WriteString("\nRecipients\n")
 		t := newTable("ADDRESS", "ORGANISATION", "ACTION", "REASON", "REPLY")
 		var rows [][]string
-		for _, rc := range r.Recipients {
+		for _, rc := range e.Recipients {
 			rows = append(rows, []string{p(rc.Address), orDash(p(rc.Organization)), p(rc.Action), orDash(p(rc.Reason)), orDash(p(rc.Reply))})
 		}
 		t.print(&b, "  ", rows)
 	}
-	if len(r.Evidence) > 0 {
+	if len(e.Checks) > 0 {
 		b.WriteString("\nChecks, in the order they finished\n")
 		t := newTable("CHECK", "RESULT", "DETAIL", "DURATION", "ERROR")
 		var rows [][]string
-		for _, e := range r.Evidence {
-			d := "-"
-			if e.Duration > 0 {
-				d = e.Duration.Round(10 * time.Microsecond).String()
-			}
-			rows = append(rows, []string{p(e.Check), orDash(p(e.Result)), orDash(p(e.Detail)), d, orDash(p(e.Error))})
+		for _, c := range e.Checks {
+			rows = append(rows, []string{p(c.Check), orDash(p(c.Result)), orDash(p(c.Detail)), orDash(c.Duration), orDash(p(c.Error))})
 		}
 		t.print(&b, "  ", rows)
 	}
 	b.WriteString("\nHeaders added\n")
-	if len(r.HeadersAdded) == 0 {
+	if len(e.HeadersAdded) == 0 {
 		b.WriteString("  none\n")
 	}
-	for _, h := range r.HeadersAdded {
+	for _, h := range e.HeadersAdded {
 		b.WriteString("  " + p(h) + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-// explain says in words what happened to a transaction and why, from the
-// row alone: the action, the stage it was decided at (which the row shows
-// by what it holds), the reason, and the recipients. The first paragraph
-// is the verdict.
-func explain(r *logstore.Record) []string {
-	if connectionOnly(r) {
-		return explainConnection(r)
-	}
-	stage := decidedAt(r)
-	why := reasonText(r, stage)
-	var paras []string
-	switch r.Action {
-	case "accept":
-		paras = append(paras, "Accepted at end of message: mxguard passed it to the MTA for delivery"+mtaLogHint(r)+".")
-	case "tag":
-		paras = append(paras, "Accepted and tagged at end of message: "+why+".")
-		if h := addedHeader(r, policy.VerdictHeader); h != "" {
-			paras = append(paras, "The message carries "+h+", which mail clients can filter on.")
-		}
-	case "quarantine":
-		paras = append(paras, "Quarantined at end of message: "+why+".")
-		paras = append(paras, quarantineText(r))
-	case "discard":
-		paras = append(paras, "Accepted and discarded at end of message, so no recipient gets it: "+why+".")
-	case "reject":
-		paras = append(paras, "Rejected at "+stage+": "+why+".")
-	case "tempfail":
-		paras = append(paras, "Temporarily refused at "+stage+": "+why+". The sending server is asked to retry later.")
-	case "aborted":
-		paras = append(paras, "Not finished: the transaction ended before end of message, so mxguard gave no verdict on the message. "+
-			"Either the client gave up (RSET, QUIT or a lost connection) or the MTA ended it itself, e.g. its own checks refused the message; "+
-			"the MTA's log"+mtaLogHint(r)+" tells which.")
-	default:
-		paras = append(paras, fmt.Sprintf("Action %s: %s.", r.Action, why))
-	}
-	if s := partialText(r); s != "" {
-		paras = append(paras, s)
-	}
-	if r.QueueID == "" {
-		paras = append(paras, "No queue id: the MTA had assigned none when the transaction ended (Postfix assigns it at the first accepted recipient); "+
-			"in the MTA's log, look for the client "+clientOf(r)+" at that time.")
-	}
-	return paras
-}
-
-func explainConnection(r *logstore.Record) []string {
-	at := "the client " + clientOf(r)
-	switch r.Reason {
-	case string(policy.NoTransaction):
-		return []string{"No mail: " + at + " connected and left without starting a transaction (no MAIL FROM)."}
-	case string(policy.BlockedNetwork):
-		return []string{"Rejected at connect: " + at + " is in relay.block_networks."}
-	case string(policy.Busy):
-		return []string{"Temporarily refused at connect: mxguard already had milter.max_sessions sessions open. The sending server is asked to retry later."}
-	}
-	return []string{fmt.Sprintf("%s at connect, before MAIL FROM: %s.", upperFirst(verb(r.Action)), reasonText(r, "connect"))}
-}
-
-// decidedAt names the SMTP stage a refusal was given at, from what the row
-// holds: no recipients means MAIL FROM; every recipient refused means
-// RCPT TO; a header refusal is at DATA; anything else is end of message.
-func decidedAt(r *logstore.Record) string {
-	if !refuses(r.Action) {
-		return "end of message"
-	}
-	switch {
-	case r.Reason == string(policy.HeaderTooLarge):
-		return "DATA, while reading the header"
-	case len(r.Recipients) == 0:
-		return "MAIL FROM"
-	}
-	for _, rc := range r.Recipients {
-		if !refuses(rc.Action) {
-			return "end of message"
-		}
-	}
-	return "RCPT TO"
-}
-
-// reasonText explains a reason constant with the row's facts.
-func reasonText(r *logstore.Record, stage string) string {
-	reason := policy.Reason(r.Reason)
-	switch reason {
-	case policy.SPFFail, policy.SPFSoftFail, policy.SPFNeutral, policy.SPFNone, policy.SPFTempError, policy.SPFPermError:
-		result, domain := spfOf(r)
-		s := "SPF " + result
-		if domain != "" {
-			s += " for " + domain
-		}
-		if stage == "MAIL FROM" {
-			return s + "; the sender's domain is one of ours, and a client that neither logged in nor is trusted may use it only when SPF passes"
-		}
-		org := r.Organization
-		for _, rc := range r.Recipients {
-			if rc.Reason == r.Reason && rc.Organization != "" {
-				org = rc.Organization
-				break
-			}
-		}
-		if org == "" {
-			return s + fmt.Sprintf(" (the policy for SPF %s is %s)", result, r.Action)
-		}
-		return s + fmt.Sprintf(" (the policy of organisation %s for SPF %s is %s)", org, result, r.Action)
-	case policy.RelayDenied:
-		return "relay access denied: a recipient's domain is none of ours, and the client " + clientOf(r) +
-			" neither logged in nor is in relay.trusted_networks"
-	case policy.SenderLoginMismatch:
-		return fmt.Sprintf("the login %s may not use the envelope sender <%s> (relay.sender_login)", r.AuthUser, r.MailFrom)
-	case policy.SpoofedSender:
-		result, _ := spfOf(r)
-		return fmt.Sprintf("the envelope sender <%s> uses one of our own domains, but the client neither logged in nor is trusted, and SPF did not pass (SPF %s)", r.MailFrom, result)
-	case policy.BlockedNetwork:
-		return "the client " + clientOf(r) + " is in relay.block_networks"
-	case policy.TooManyRecipients:
-		return "more recipients than milter.max_recipients; the client should send to the rest in another transaction"
-	case policy.HeaderTooLarge:
-		return "the header has more fields than milter.max_headers or more bytes than milter.max_header_bytes"
-	case policy.Busy:
-		return "mxguard already had milter.max_sessions sessions open"
-	case policy.InternalError:
-		return "mxguard's own trouble (the error is below): rather than pass mail it could not judge, it asks the sender to retry"
-	case policy.LogUnavailable:
-		return "the transaction log could not be written (the error is below), and mxguard never passes mail it has not logged"
-	case policy.ReasonNone:
-		return "no reason was recorded"
-	}
-	return "reason " + r.Reason + " (the checks below tell more)"
-}
-
-// spfOf returns the SPF result and domain, from the columns or, when SPF
-// had not finished as the row was written, from the evidence.
-func spfOf(r *logstore.Record) (result, domain string) {
-	result, domain = r.SPF, r.SPFDomain
-	for _, e := range r.Evidence {
-		if e.Check == "spf" && result == "" {
-			result, domain = e.Result, e.Detail
-		}
-	}
-	if result == "" {
-		result = strings.ToLower(strings.TrimPrefix(r.Reason, "SPF"))
-	}
-	return result, domain
-}
-
-// partialText lists the recipients refused at RCPT TO when the message
-// itself went on (or was aborted): then some recipients got it and some
-// did not.
-func partialText(r *logstore.Record) string {
-	if refuses(r.Action) {
-		return ""
-	}
-	var refused []string
-	for _, rc := range r.Recipients {
-		if refuses(rc.Action) {
-			refused = append(refused, fmt.Sprintf("<%s> (%s)", rc.Address, orNone(rc.Reason, rc.Action)))
-		}
-	}
-	if len(refused) == 0 {
-		return ""
-	}
-	verbs := "was"
-	if len(refused) > 1 {
-		verbs = "were"
-	}
-	return fmt.Sprintf("%d of %d recipients %s refused at RCPT TO: %s; the verdict above is for the others.",
-		len(refused), len(r.Recipients), verbs, strings.Join(refused, ", "))
-}
-
-// quarantineText says where quarantined mail is, and what was done to it
-// since (mxguard quarantine records that as evidence).
-func quarantineText(r *logstore.Record) string {
-	for _, e := range slices.Backward(r.Evidence) {
-		if e.Check == quarantine.Check {
-			s := fmt.Sprintf("It was then %s from the hold queue", e.Result)
-			if e.Detail != "" {
-				s += " " + e.Detail
-			}
-			if e.Error != "" {
-				s += " (" + e.Error + ")"
-			}
-			return s + "."
-		}
-	}
-	s := "The MTA holds it in its hold queue: mxguard quarantine list shows it"
-	if r.QueueID != "" {
-		s += "; mxguard quarantine release " + r.QueueID + " delivers it"
-	}
-	return s + "."
-}
-
-func addedHeader(r *logstore.Record, name string) string {
-	for _, h := range r.HeadersAdded {
-		if n, _, ok := strings.Cut(h, ":"); ok && strings.EqualFold(n, name) {
-			return h
-		}
-	}
-	return ""
-}
-
-func mtaLogHint(r *logstore.Record) string {
-	if r.QueueID != "" {
-		return " (queue id " + r.QueueID + ")"
-	}
-	return ""
-}
-
-func verb(action string) string {
-	switch action {
-	case "reject":
-		return "rejected"
-	case "tempfail":
-		return "temporarily refused"
-	case "aborted":
-		return "ended"
-	}
-	return action
-}
-
-func upperFirst(s string) string {
-	r, n := utf8.DecodeRuneInString(s)
-	return string(unicode.ToUpper(r)) + s[n:]
-}
-
-func orNone(s, none string) string {
-	if s == "" {
-		return none
-	}
-	return s
 }
 
 // wrap breaks text into lines of at most width runes at spaces.

@@ -5,6 +5,8 @@
 //	mxguard check-config [-config PATH]   validate and print the effective configuration
 //	mxguard quarantine list|release|delete  the MTA's hold queue, joined with the log
 //	mxguard log search|show|stats ...     query the transaction log
+//	mxguard web          [-config PATH]   serve the admin console alone
+//	mxguard user add|passwd|del|list      the console's accounts
 //	mxguard version                       print the version
 package main
 
@@ -39,6 +41,8 @@ commands:
                 (mxguard quarantine help)
   log           search the transaction log, explain one transaction, count (mxguard log help)
   dkim-keygen   write a DKIM signing key and print the DNS record to publish
+  web           serve the admin console alone (serve runs it too when [web] listen is set)
+  user          add, list, delete the console's users, set their passwords (mxguard user help)
   version       print the version
 
 The default configuration file is ` + policy.DefaultPath + `.
@@ -64,6 +68,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdLog(args[1:], stdout, stderr)
 	case "dkim-keygen":
 		return cmdDKIMKeygen(args[1:], stdout, stderr)
+	case "web":
+		return cmdWeb(args[1:], stdout, stderr)
+	case "user":
+		return cmdUser(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "mxguard", versionString())
 		return 0
@@ -136,7 +144,8 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 
 // serve wires the parts together and runs until SIGTERM or SIGINT; then it
 // stops accepting, lets running sessions finish (milter.shutdown_timeout),
-// flushes the log and returns nil.
+// flushes the log and returns nil. With [web] listen set, it serves the
+// admin console too, on the same log, and stops it first.
 func serve(cfg *policy.Config, log *slog.Logger) error {
 	res, err := resolver.New(resolver.Config{Server: cfg.DNS.Resolver, Timeout: cfg.DNS.Timeout.Duration, CacheSize: cfg.DNS.CacheSize})
 	if err != nil {
@@ -151,6 +160,20 @@ func serve(cfg *policy.Config, log *slog.Logger) error {
 	pruneCtx, stopPruning := context.WithCancel(context.Background())
 	defer stopPruning()
 	store.StartPruner(pruneCtx, pruneEvery, func() logstore.Retention { return retentionOf(cfg) }, log)
+
+	var web *console
+	if cfg.Web.Listen != "" {
+		if web, err = startConsole(cfg, store, newMTA(""), nil, log); err != nil {
+			return fmt.Errorf("web console: %w", err)
+		}
+		defer web.stop()
+		go func() {
+			// The console failing is no reason to stop mail.
+			if err := <-web.served; err != nil {
+				log.Error("web console stopped", "err", err)
+			}
+		}()
+	}
 
 	engine := policy.NewEngine(cfg, &spf.Checker{Resolver: res})
 	engine.UseDNS(res)
@@ -175,6 +198,9 @@ func serve(cfg *policy.Config, log *slog.Logger) error {
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("shutdown", "err", err)
+	}
+	if web != nil {
+		web.stop()
 	}
 	if err := store.Close(); err != nil {
 		return fmt.Errorf("closing the transaction log: %w", err)
