@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
 
 // body keeps the message body as the MTA sends it: in memory up to a
@@ -40,6 +41,9 @@ func (b *body) Write(p []byte) (int, error) {
 		}
 		return n, b.err
 	}
+	if b.mem == nil {
+		b.mem = bodyBuffers.Get().([]byte)
+	}
 	b.mem = append(b.mem, p...)
 	b.size += int64(len(p))
 	return len(p), nil
@@ -70,14 +74,30 @@ func (b *body) Reader() io.Reader {
 	return bytes.NewReader(b.mem)
 }
 
-// reset empties the body for the next message, releasing its file.
+// reset empties the body for the next message, releasing its file and
+// handing its buffer back to the pool: an idle session holds no body
+// memory, and a new one reuses a buffer instead of growing its own.
 func (b *body) reset() {
 	if b.file != nil {
 		b.file.Close()
 	}
 	b.file, b.err, b.size = nil, nil, 0
-	if cap(b.mem) > b.limit {
-		b.mem = nil // do not keep a large buffer per idle session
+	if b.mem != nil {
+		if cap(b.mem) <= maxPooledBody {
+			bodyBuffers.Put(b.mem[:0])
+		}
+		b.mem = nil
 	}
-	b.mem = b.mem[:0]
 }
+
+// abandon forgets the body without reusing its memory or closing its
+// file, for a check that was cut off and may still be reading it; the
+// garbage collector closes the file once that check lets go of it.
+func (b *body) abandon() {
+	b.mem, b.file, b.size = nil, nil, 0
+}
+
+// maxPooledBody bounds the buffers kept for reuse.
+const maxPooledBody = 1 << 20
+
+var bodyBuffers = sync.Pool{New: func() any { return make([]byte, 0, 64<<10) }}

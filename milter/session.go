@@ -229,6 +229,9 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		v = policy.Trouble(policy.SpoolError, s.body.err)
 	} else {
 		v = s.srv.engine.EndOfMessage(ctx, s.trx, msg)
+		if msg.Abandoned {
+			s.body.abandon() // a check may still be reading it
+		}
 	}
 	if ctx.Err() != nil {
 		v = policy.Trouble(policy.InternalError, fmt.Errorf("end-of-message checks ran out of time: %w", context.Cause(ctx)))

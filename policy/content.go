@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,8 @@ func (e *Engine) runContentChecks(ctx context.Context, t *Transaction, msg *Mess
 	}
 	outcomes := make([]outcome, len(e.content))
 	var wg sync.WaitGroup
+	var abandoned atomic.Bool
+	defer func() { msg.Abandoned = msg.Abandoned || abandoned.Load() }()
 	for i, c := range e.content {
 		wg.Add(1)
 		go func() {
@@ -64,6 +67,7 @@ func (e *Engine) runContentChecks(ctx context.Context, t *Transaction, msg *Mess
 			case o := <-done:
 				outcomes[i] = o
 			case <-deaf.C:
+				abandoned.Store(true)
 				err := fmt.Errorf("%s: %w", c.Name(), context.Cause(cctx))
 				outcomes[i] = outcome{ev: Evidence{Check: c.Name(), Result: "timeout", Err: err}, v: Trouble(InternalError, err)}
 			}

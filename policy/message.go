@@ -12,6 +12,10 @@ import (
 type Message struct {
 	Headers []Header // in the order the MTA sent them, values as sent (leading space kept)
 	Body    Body     // nil when no check needs the body
+
+	// Abandoned is set when a check was cut off at its deadline while
+	// it may still read Body: the body's memory must not be reused.
+	Abandoned bool
 }
 
 // Body is the message body as the MTA sent it (CRLF line endings). Each
