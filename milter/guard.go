@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 )
 
 // MaxFrame is the largest milter frame mxguard accepts: a 1 MiB body chunk
@@ -39,7 +40,13 @@ type frameGuard struct {
 	log     *slog.Logger
 	pending []byte // validated bytes not yet handed to go-milter
 	err     error  // sticky: once a frame is bad, the connection is done
+	buf     []byte // the frame buffer, from framePool; pending points into it
+	quit    bool   // the pending frame is SMFIC_QUIT: the last of the connection
 }
+
+// framePool keeps frame buffers big enough for a body chunk (Postfix sends
+// 65,535 bytes) across connections: MTAs open one per SMTP session.
+var framePool = sync.Pool{New: func() any { return make([]byte, 0, 4+65535+64) }}
 
 func (g *frameGuard) Read(p []byte) (int, error) {
 	if len(g.pending) == 0 {
@@ -48,13 +55,19 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 		}
 		frame, err := g.readFrame()
 		if err != nil {
+			// The connection is done (the error is sticky): its buffer
+			// goes back here, in the one goroutine that reads it.
 			g.err = err
+			g.release()
 			return 0, err
 		}
 		g.pending = frame
 	}
 	n := copy(p, g.pending)
 	g.pending = g.pending[n:]
+	if len(g.pending) == 0 && g.quit {
+		g.release() // go-milter reads nothing after QUIT
+	}
 	return n, nil
 }
 
@@ -68,7 +81,17 @@ func (g *frameGuard) readFrame() ([]byte, error) {
 	if n == 0 || n > MaxFrame {
 		return nil, g.reject(fmt.Errorf("frame length %d outside 1..%d", n, MaxFrame))
 	}
-	frame := make([]byte, 4+n)
+	// A frame is handed out whole before the next is read, so one buffer
+	// serves them all; the rare larger frame gets its own.
+	if g.buf == nil {
+		g.buf = framePool.Get().([]byte)
+	}
+	var frame []byte
+	if int(4+n) <= cap(g.buf) {
+		frame = g.buf[:4+n]
+	} else {
+		frame = make([]byte, 4+n)
+	}
 	copy(frame, hdr[:])
 	if _, err := io.ReadFull(g.Conn, frame[4:]); err != nil {
 		return nil, err
@@ -76,7 +99,17 @@ func (g *frameGuard) readFrame() ([]byte, error) {
 	if err := validFrame(frame[4], frame[5:]); err != nil {
 		return nil, g.reject(err)
 	}
+	g.quit = frame[4] == 'Q'
 	return frame, nil
+}
+
+// release hands the frame buffer back to the pool. Only the goroutine
+// that reads the connection calls it, once nothing points into the buffer.
+func (g *frameGuard) release() {
+	if g.buf != nil {
+		framePool.Put(g.buf[:0])
+		g.buf = nil
+	}
 }
 
 func (g *frameGuard) reject(err error) error {

@@ -67,7 +67,31 @@ func rawMessage(headers []Header, body Body) (io.Reader, int64) {
 		return &h, int64(h.Len())
 	}
 	n := int64(h.Len()) + body.Size()
-	return io.MultiReader(&h, body.Reader()), n
+	return &raw{head: &h, body: body.Reader()}, n
+}
+
+// raw is the header then the body. Unlike io.MultiReader, whose WriteTo
+// allocates a 32 KiB buffer per call, it hands the body to the writer
+// through the body's own WriteTo where it has one (a bytes.Reader does).
+type raw struct {
+	head *bytes.Buffer
+	body io.Reader
+}
+
+func (r *raw) Read(p []byte) (int, error) {
+	if r.head.Len() > 0 {
+		return r.head.Read(p)
+	}
+	return r.body.Read(p)
+}
+
+func (r *raw) WriteTo(w io.Writer) (int64, error) {
+	n, err := r.head.WriteTo(w)
+	if err != nil {
+		return n, err
+	}
+	m, err := io.Copy(w, r.body)
+	return n + m, err
 }
 
 // crlf turns the bare LFs with which MTAs fold header values into CRLF.

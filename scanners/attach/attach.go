@@ -28,6 +28,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Rules say what to block.
@@ -147,12 +148,14 @@ const maxProblems = 50
 // reported as problems. Other archive formats are not opened.
 func Scan(msg io.Reader, rules Rules, lim Limits) (Report, error) {
 	lim = lim.withDefaults()
+	bufs := scanBuffers.Get().(*buffers)
+	defer scanBuffers.Put(bufs)
 	s := &scanner{
 		exts:   make(map[string]bool),
 		types:  make(map[string]bool),
 		lim:    lim,
 		budget: lim.MaxArchiveBytes,
-		head:   make([]byte, sniffLen),
+		head:   bufs.head,
 	}
 	for _, e := range rules.Extensions {
 		s.exts[strings.TrimPrefix(strings.ToLower(strings.TrimSpace(e)), ".")] = true
@@ -162,11 +165,24 @@ func Scan(msg io.Reader, rules Rules, lim Limits) (Report, error) {
 	}
 	delete(s.exts, "")
 	er := &errReader{r: msg}
-	br := bufio.NewReaderSize(er, 16<<10)
+	br := bufs.reader
+	br.Reset(er)
+	defer br.Reset(nil)
 	h, body := s.readHeader(br, "message")
 	s.entity(h, body, "", "", 0, "text/plain")
 	return s.rep, er.err
 }
+
+// buffers are the large buffers of one Scan, reused by the next: a gateway
+// scans every message, and these were most of what a scan allocated.
+type buffers struct {
+	head   []byte
+	reader *bufio.Reader
+}
+
+var scanBuffers = sync.Pool{New: func() any {
+	return &buffers{head: make([]byte, sniffLen), reader: bufio.NewReaderSize(nil, 16<<10)}
+}}
 
 // errReader remembers the first read error other than io.EOF: that is an
 // error of the message's reader, not of its MIME structure.

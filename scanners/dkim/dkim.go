@@ -95,7 +95,7 @@ func Verify(ctx context.Context, res TXTResolver, msg io.Reader) ([]Signature, e
 		return nil, nil
 	}
 
-	verifs, err := msgauth.VerifyWithOptions(io.MultiReader(bytes.NewReader(header), br), &msgauth.VerifyOptions{
+	verifs, err := msgauth.VerifyWithOptions(concat{bytes.NewReader(header), br}, &msgauth.VerifyOptions{
 		LookupTXT: func(name string) ([]string, error) {
 			return res.LookupTXT(ctx, name)
 		},
@@ -229,4 +229,29 @@ func readHeader(br *bufio.Reader) ([]byte, []field, error) {
 			return raw.Bytes(), fields, nil
 		}
 	}
+}
+
+// concat reads head, then rest. Unlike io.MultiReader, whose WriteTo
+// allocates a 32 KiB buffer per call, its WriteTo hands each part to
+// io.Copy, which uses the part's own WriteTo: verification streams the
+// body without a copy buffer per message.
+type concat struct {
+	head *bytes.Reader
+	rest io.Reader
+}
+
+func (c concat) Read(p []byte) (int, error) {
+	if c.head.Len() > 0 {
+		return c.head.Read(p)
+	}
+	return c.rest.Read(p)
+}
+
+func (c concat) WriteTo(w io.Writer) (int64, error) {
+	n, err := c.head.WriteTo(w)
+	if err != nil {
+		return n, err
+	}
+	m, err := io.Copy(w, c.rest)
+	return n + m, err
 }

@@ -161,7 +161,7 @@ func Sign(k *Key, msg io.Reader) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("dkim: signing: %w", err)
 	}
-	if _, err := io.Copy(s, io.MultiReader(bytes.NewReader(header), br)); err != nil {
+	if _, err := io.Copy(s, concat{bytes.NewReader(header), br}); err != nil {
 		s.Close()
 		return "", fmt.Errorf("dkim: signing: %w", err)
 	}
