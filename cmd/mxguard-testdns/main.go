@@ -2,12 +2,13 @@
 // and manual trials: point mxguard's [dns] resolver at the address it
 // prints, and SPF sees the records of the file instead of the internet's.
 //
-//	mxguard-testdns -zone demo.zone [-addr-file PATH]
+//	mxguard-testdns -zone demo.zone [-listen IP:PORT] [-addr-file PATH]
 //
 // The file is RFC 1035 master-file text, with the ";! servfail NAME" and
 // ";! drop NAME" directives of internal/testdns. The server listens on a
-// free port of 127.0.0.1 (UDP and TCP), prints "127.0.0.1:PORT" on standard
-// output and runs until SIGINT or SIGTERM.
+// free port of 127.0.0.1 (UDP and TCP), or on -listen (e.g. 127.0.0.153:53,
+// for programs whose stub resolver only talks to port 53: "make bench"),
+// prints "IP:PORT" on standard output and runs until SIGINT or SIGTERM.
 package main
 
 import (
@@ -29,12 +30,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mxguard-testdns", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	zone := fs.String("zone", "", "the zone file to serve (required)")
+	listen := fs.String("listen", "", "listen on this IP:PORT (UDP and TCP) instead of a free port of 127.0.0.1")
 	addrFile := fs.String("addr-file", "", "also write the address to this file, once the server answers")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *zone == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: mxguard-testdns -zone FILE [-addr-file PATH]")
+		fmt.Fprintln(stderr, "usage: mxguard-testdns -zone FILE [-listen IP:PORT] [-addr-file PATH]")
 		return 2
 	}
 	// Subscribe before serving, so a signal sent right after the address
@@ -42,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 
-	srv, err := testdns.StartFile(*zone)
+	srv, err := testdns.StartFileOn(*zone, *listen)
 	if err != nil {
 		fmt.Fprintln(stderr, "mxguard-testdns:", err)
 		return 1

@@ -37,8 +37,9 @@ const (
 	ednsSize = 1232
 )
 
-// Server is an authoritative DNS server listening on 127.0.0.1 over UDP
-// and TCP on the same port. It is safe for concurrent use.
+// Server is an authoritative DNS server listening on 127.0.0.1 (or the
+// address given to StartOn) over UDP and TCP on the same port. It is safe
+// for concurrent use.
 type Server struct {
 	addr string
 	udp  *dns.Server
@@ -66,24 +67,43 @@ type data struct {
 
 // Start parses zoneText and serves it on a random loopback port.
 func Start(zoneText string) (*Server, error) {
-	return start(zoneText, "")
+	return start(zoneText, "", "")
+}
+
+// StartOn is Start on the given "IP:PORT", e.g. "127.0.0.153:53" for
+// programs whose resolver only talks to port 53 (a stub resolver reading
+// /etc/resolv.conf). Port 0 picks a free port.
+func StartOn(zoneText, addr string) (*Server, error) {
+	return start(zoneText, "", addr)
 }
 
 // StartFile is Start with the zone text read from path.
 func StartFile(path string) (*Server, error) {
+	return StartFileOn(path, "")
+}
+
+// StartFileOn is StartOn with the zone text read from path; an empty addr
+// means a random port of 127.0.0.1.
+func StartFileOn(path, addr string) (*Server, error) {
 	text, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return start(string(text), path)
+	return start(string(text), path, addr)
 }
 
-func start(text, file string) (*Server, error) {
+func start(text, file, addr string) (*Server, error) {
 	d, err := parse(text, file)
 	if err != nil {
 		return nil, err
 	}
-	pc, ln, err := listen()
+	var pc net.PacketConn
+	var ln net.Listener
+	if addr == "" {
+		pc, ln, err = listen()
+	} else {
+		pc, ln, err = listenOn(addr)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +148,24 @@ func listen() (net.PacketConn, net.Listener, error) {
 	return nil, nil, err
 }
 
+// listenOn opens UDP and TCP sockets on addr, "IP:PORT".
+func listenOn(addr string) (net.PacketConn, net.Listener, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, nil, fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Port 0: TCP takes the port the kernel gave UDP.
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return nil, nil, err
+	}
+	return pc, ln, nil
+}
+
 // run starts srv and waits until it serves, so Close never races with the
 // start (miekg's Shutdown fails on a server that has not started).
 func run(srv *dns.Server) error {
@@ -143,7 +181,7 @@ func run(srv *dns.Server) error {
 	}
 }
 
-// Addr returns the "127.0.0.1:PORT" address the server listens on.
+// Addr returns the "IP:PORT" address the server listens on.
 func (s *Server) Addr() string { return s.addr }
 
 // Close stops the server.

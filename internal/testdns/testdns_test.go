@@ -260,6 +260,35 @@ func TestStartFile(t *testing.T) {
 	}
 }
 
+// TestStartOn serves on an address of our choosing: another loopback
+// address than 127.0.0.1, port 0 for a free one.
+func TestStartOn(t *testing.T) {
+	s, err := StartOn("host.example. A 192.0.2.7\n", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if host, port, _ := net.SplitHostPort(s.Addr()); host != "127.0.0.2" || port == "0" {
+		t.Errorf("Addr() = %q; want 127.0.0.2 and the port the kernel chose", s.Addr())
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		in, err := query(s, network, "host.example.", dns.TypeA, false)
+		if err != nil {
+			t.Fatalf("%s: %v", network, err)
+		}
+		if len(in.Answer) != 1 {
+			t.Errorf("%s: answer %q; want the A record", network, rrs(in.Answer))
+		}
+	}
+
+	for _, addr := range []string{"127.0.0.2", "not-an-address:53"} {
+		if s, err := StartOn("", addr); err == nil {
+			s.Close()
+			t.Errorf("StartOn(%q): no error", addr)
+		}
+	}
+}
+
 func TestBadZone(t *testing.T) {
 	for _, text := range []string{
 		"example.com. A not-an-ip",

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/mxguard/mxguard/policy"
+)
+
+// noopMacros are the macros mxguard asks for (milter/server.go), so that
+// the no-op milter gets the same frames as mxguard does.
+var noopMacros = map[milter.MacroStage][]milter.MacroName{
+	milter.StageConnect: {milter.MacroMTAFQDN, milter.MacroDaemonName, milter.MacroIfName, milter.MacroIfAddr, milter.MacroClientName, milter.MacroClientPTR},
+	milter.StageHelo:    {milter.MacroTlsVersion, milter.MacroCipher},
+	milter.StageMail:    {milter.MacroQueueId, milter.MacroAuthType, milter.MacroAuthAuthen},
+	milter.StageRcpt:    {milter.MacroQueueId},
+	milter.StageData:    {milter.MacroQueueId},
+	milter.StageEOH:     {milter.MacroQueueId},
+	milter.StageEOM:     {milter.MacroQueueId},
+}
+
+// noopMilter answers continue to every event and accept at end of
+// message. Unlike go-milter's NoOpMilter it never answers skip: it takes
+// every header and body chunk, as mxguard does, and throws them away.
+type noopMilter struct{ milter.NoOpMilter }
+
+func (noopMilter) RcptTo(string, string, milter.Modifier) (*milter.Response, error) {
+	return milter.RespContinue, nil
+}
+
+func (noopMilter) Header(string, string, milter.Modifier) (*milter.Response, error) {
+	return milter.RespContinue, nil
+}
+
+func (noopMilter) BodyChunk([]byte, milter.Modifier) (*milter.Response, error) {
+	return milter.RespContinue, nil
+}
+
+// noopServer is the baseline: a milter that accepts everything, with the
+// protocol options and macro requests of mxguard, so that what it costs
+// is the protocol's own cost.
+type noopServer struct {
+	ln  net.Listener
+	srv *milter.Server
+}
+
+// startNoop listens on listen (Postfix notation) and serves the no-op
+// milter.
+func startNoop(listen string) (*noopServer, error) {
+	network, addr, err := policy.ParseListen(listen)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	opts := []milter.Option{
+		milter.WithMilter(func() milter.Milter { return noopMilter{} }),
+		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine),
+		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown),
+	}
+	for st, names := range noopMacros {
+		opts = append(opts, milter.WithMacroRequest(st, names))
+	}
+	s := &noopServer{ln: ln, srv: milter.NewServer(opts...)}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+// Addr is the address the server listens on, in Postfix notation.
+func (s *noopServer) Addr() string {
+	a := s.ln.Addr()
+	if a.Network() == "unix" {
+		return "unix:" + a.String()
+	}
+	return "inet:" + a.String()
+}
+
+// Close stops the server: it stops accepting, lets sessions end for a
+// second, then closes them.
+func (s *noopServer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return s.srv.Close()
+	}
+	return nil
+}
