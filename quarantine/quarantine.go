@@ -284,3 +284,20 @@ func (m *Manager) lookup(ctx context.Context, msg Message) (*logstore.Record, er
 	}
 	return &recs[0], nil
 }
+
+// Age is how long ago t was, in the largest whole unit: 45s, 12m, 5h, 3d.
+func Age(now, t time.Time) string {
+	if t.IsZero() {
+		return "?"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", max(0, int(d.Seconds())))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}

@@ -298,3 +298,22 @@ func (c *cancelAfterAct) Release(ctx context.Context, id string) error {
 	defer c.cancel()
 	return c.MTA.Release(ctx, id)
 }
+
+func TestAge(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	for d, want := range map[time.Duration]string{
+		-time.Second:              "0s", // clocks disagree
+		45 * time.Second:          "45s",
+		12 * time.Minute:          "12m",
+		5*time.Hour + time.Minute: "5h",
+		47 * time.Hour:            "47h",
+		72 * time.Hour:            "3d",
+	} {
+		if got := Age(now, now.Add(-d)); got != want {
+			t.Errorf("age(%v) = %q; want %q", d, got, want)
+		}
+	}
+	if got := Age(now, time.Time{}); got != "?" {
+		t.Errorf("age of an unknown time = %q", got)
+	}
+}

@@ -210,25 +210,13 @@ type txnRow struct {
 }
 
 func newTxnRow(r *logstore.Record) txnRow {
-	sender := "<" + r.MailFrom + ">"
-	if explain.ConnectionOnly(r) {
-		sender = "-"
-	}
-	var rcpts []string
-	for _, rc := range r.Recipients {
-		a := rc.Address
-		if explain.Refuses(rc.Action) && !explain.Refuses(r.Action) {
-			a += " (" + rc.Action + ")"
-		}
-		rcpts = append(rcpts, a)
-	}
 	return txnRow{
 		ID:           r.ID,
 		Time:         r.StartedAt.UTC().Format("2006-01-02 15:04:05"),
 		QueueID:      clean(r.QueueID, 40),
 		Client:       clean(explain.Client(r), 60),
-		Sender:       clean(sender, 80),
-		Recipients:   clean(strings.Join(rcpts, ", "), 120),
+		Sender:       clean(explain.Sender(r), 80),
+		Recipients:   clean(explain.Recipients(r), 120),
 		Action:       clean(r.Action, 20),
 		Reason:       clean(r.Reason, 40),
 		Subject:      clean(logstore.DecodeHeader(r.Subject), 120),

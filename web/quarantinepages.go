@@ -18,7 +18,7 @@ type heldRow struct {
 }
 
 func newHeldRow(e *quarantine.Entry, now time.Time) heldRow {
-	h := heldRow{QueueID: e.QueueID, Age: age(now, e.Arrival), Sender: clean(orNull(e.Sender), 80), Reason: clean(e.Reason(), 60)}
+	h := heldRow{QueueID: e.QueueID, Age: quarantine.Age(now, e.Arrival), Sender: clean(orNull(e.Sender), 80), Reason: clean(e.Reason(), 60)}
 	if !e.Arrival.IsZero() {
 		h.Arrival = e.Arrival.UTC().Format("2006-01-02 15:04:05")
 	}
@@ -41,23 +41,6 @@ func orNull(sender string) string {
 		return "<>"
 	}
 	return sender
-}
-
-// age is how long ago t was, in the largest whole unit: 45s, 12m, 5h, 3d.
-func age(now, t time.Time) string {
-	if t.IsZero() {
-		return "?"
-	}
-	d := now.Sub(t)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", max(0, int(d.Seconds())))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
 // visible returns the held messages u may see: their organisation's, by

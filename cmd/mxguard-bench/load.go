@@ -11,6 +11,7 @@ import (
 
 // config is what one run does.
 type config struct {
+	mode     string // "load", or "big": one generated message
 	name     string
 	listen   string // the milter's address in Postfix notation, for the report
 	network  string
@@ -144,6 +145,7 @@ func (lt *loadTest) session(next func() bool, r *result) {
 
 // report is the outcome of a run, as printed.
 type report struct {
+	Mode         string           `json:"mode"` // "load" or "big"
 	Name         string           `json:"name"`
 	Addr         string           `json:"addr"`
 	Concurrency  int              `json:"concurrency"`
@@ -161,12 +163,14 @@ type report struct {
 	RSSStartMiB  *float64         `json:"rss_start_mib"`
 	CPUMsPer1000 *float64         `json:"cpu_ms_per_1000"`
 	FirstError   string           `json:"first_error"`
+	SizeBytes    int              `json:"size_bytes,omitempty"` // of the generated message
 }
 
 // newReport sums r up. Throughput counts the messages that got a final
 // reply; latencies are theirs.
 func newReport(cfg *config, r *result) *report {
 	rep := &report{
+		Mode:        cfg.mode,
 		Name:        cfg.name,
 		Addr:        cfg.listen,
 		Concurrency: cfg.sessions,
@@ -194,6 +198,9 @@ func newReport(cfg *config, r *result) *report {
 	}
 	if r.firstErr != nil {
 		rep.FirstError = r.firstErr.Error()
+	}
+	if cfg.mode == "big" {
+		rep.SizeBytes = cfg.msgs[0].size
 	}
 	return rep
 }

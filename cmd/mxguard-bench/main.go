@@ -4,6 +4,8 @@
 // and with -pid the server's memory and CPU time.
 //
 //	mxguard-bench -addr inet:127.0.0.1:8894 -c 64 -d 10s -msg testdata/bench/newsletter-30k.eml
+//	mxguard-bench -addr inet:127.0.0.1:8894 -idle 1000 -msg testdata/bench/newsletter-30k.eml -pid PID
+//	mxguard-bench -addr inet:127.0.0.1:8894 -big 100MB -pid PID
 //	mxguard-bench -noop -listen inet:127.0.0.1:0     # the baseline milter, until SIGINT/SIGTERM
 //	mxguard-bench -write-eicar /tmp/eicar.eml        # a message with EICAR attached
 //
@@ -31,8 +33,39 @@ import (
 // defaultTimeout bounds each message unless -timeout says otherwise.
 const defaultTimeout = 30 * time.Second
 
+// defaultHold is how long -idle holds its sessions unless -d says otherwise.
+const defaultHold = 5 * time.Second
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// sizeFlag is a size in bytes, with an optional unit: KB, MB, GB (binary
+// multiples, as in mxguard's configuration).
+type sizeFlag struct {
+	n    int
+	text string
+}
+
+func (s *sizeFlag) String() string { return s.text }
+
+func (s *sizeFlag) Set(v string) error {
+	num, mult := strings.ToUpper(strings.TrimSpace(v)), 1
+	for _, u := range []struct {
+		suffix string
+		n      int
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(rest), u.n
+			break
+		}
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return errors.New(`want a size such as 100MB, 512KB or a number of bytes`)
+	}
+	*s = sizeFlag{n: n * mult, text: v}
+	return nil
 }
 
 // listFlag is a flag that may be given several times.
@@ -97,8 +130,13 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	noop := fs.Bool("noop", false, "serve the no-op milter (accepts everything) on -listen until SIGINT/SIGTERM")
 	listen := fs.String("listen", "inet:127.0.0.1:0", "where -noop listens, in Postfix notation (port 0: a free one)")
 	eicarPath := fs.String("write-eicar", "", "write a message with the EICAR test file attached to this file and exit")
+	idleN := fs.Int("idle", 0, "hold this many sessions open at once in the middle of DATA, for -d (default 5s)")
+	var big sizeFlag
+	fs.Var(&big, "big", "send one generated message of this size, e.g. 100MB (a base64 attachment)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: mxguard-bench [-addr ADDR] [-c N] [-n N | -d DURATION] [-per-conn N] -msg FILE... [flags]")
+		fmt.Fprintln(stderr, "       mxguard-bench [-addr ADDR] -idle N [-d DURATION] -msg FILE [flags]")
+		fmt.Fprintln(stderr, "       mxguard-bench [-addr ADDR] -big SIZE [flags]")
 		fmt.Fprintln(stderr, "       mxguard-bench -noop [-listen ADDR]")
 		fmt.Fprintln(stderr, "       mxguard-bench -write-eicar FILE")
 		fs.PrintDefaults()
@@ -127,6 +165,31 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		return serveNoop(*listen, stderr, stop)
 	}
 
+	// Flags that have no meaning in a mode are refused rather than ignored.
+	modeFlags := func(mode string, not ...string) string {
+		for _, f := range not {
+			if set[f] {
+				return fmt.Sprintf("-%s does not go with %s", f, mode)
+			}
+		}
+		return ""
+	}
+	switch {
+	case set["idle"] && set["big"]:
+		return usage("-idle and -big exclude each other")
+	case set["idle"]:
+		if msg := modeFlags("-idle", "n", "c", "per-conn", "warmup"); msg != "" {
+			return usage("%s", msg)
+		}
+		if *idleN < 1 || len(msgs) > 1 {
+			return usage("-idle wants a positive number of sessions and one -msg")
+		}
+	case set["big"]:
+		if msg := modeFlags("-big (one generated message)", "n", "c", "d", "per-conn", "warmup", "msg"); msg != "" {
+			return usage("%s", msg)
+		}
+		*conc, *count, warmup = 1, 1, warmupFlag{}
+	}
 	if set["n"] && set["d"] {
 		return usage("-n and -d exclude each other")
 	}
@@ -136,7 +199,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	if *conc < 1 || *perConn < 1 || *count < 1 || *dur < 0 || *timeout <= 0 {
 		return usage("-c, -per-conn, -n and -timeout must be positive")
 	}
-	if len(msgs) == 0 {
+	if len(msgs) == 0 && !set["big"] {
 		return usage("no message: give -msg FILE")
 	}
 	if len(rcpts) == 0 {
@@ -151,6 +214,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		return usage("-addr: %v", err)
 	}
 	cfg := &config{
+		mode:     "load",
 		name:     *name,
 		listen:   *addr,
 		network:  network,
@@ -173,7 +237,7 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		qidPre: *qidPre,
 		pid:    *pid,
 	}
-	if set["d"] {
+	if set["d"] && !set["idle"] {
 		cfg.count = 0
 	}
 	if !set["queue-id-prefix"] {
@@ -189,8 +253,24 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 		cfg.msgs = append(cfg.msgs, m)
 		names = append(names, strings.TrimSuffix(filepath.Base(path), ".eml"))
 	}
+	if set["big"] {
+		m, err := newBigMessage(big.n)
+		if err != nil {
+			return usage("%v", err)
+		}
+		cfg.mode = "big"
+		cfg.msgs = []*message{m}
+		names = []string{"big-" + big.text}
+	}
 	if cfg.name == "" {
 		cfg.name = strings.Join(names, "+")
+	}
+	if set["idle"] {
+		hold := defaultHold
+		if set["d"] {
+			hold = *dur
+		}
+		return idle(cfg, *idleN, hold, *jsonOut, stdout, stderr)
 	}
 	return bench(cfg, *jsonOut, stdout, stderr)
 }
@@ -203,8 +283,12 @@ func bench(cfg *config, jsonOut bool, stdout, stderr io.Writer) int {
 	}
 	var smp *sampler
 	if cfg.pid != 0 {
+		every := sampleEvery
+		if cfg.mode == "big" {
+			every = sampleFast
+		}
 		var err error
-		if smp, err = startSampler(cfg.pid); err != nil {
+		if smp, err = startSampler(cfg.pid, every); err != nil {
 			fmt.Fprintln(stderr, "mxguard-bench: -pid:", err)
 			return 1
 		}
@@ -243,6 +327,9 @@ func printReport(w io.Writer, rep *report) {
 	}
 	line("name", "%s", rep.Name)
 	line("milter", "%s: %d concurrent sessions, %d message(s) per connection", rep.Addr, rep.Concurrency, rep.PerConn)
+	if rep.Mode == "big" {
+		line("message", "generated, %d bytes", rep.SizeBytes)
+	}
 	line("messages", "%d in %.3f s, %d errors, %d connections", rep.Messages, rep.DurationS, rep.Errors, rep.Sessions)
 	line("throughput", "%.1f msgs/s", rep.MsgsPerS)
 	line("latency", "p50 %.3f ms   p99 %.3f ms   max %.3f ms", rep.P50Ms, rep.P99Ms, rep.MaxMs)

@@ -168,6 +168,18 @@ func TestUsage(t *testing.T) {
 		{"-addr", "127.0.0.1:8894", "-msg", plainMsg},
 		{"-warmup", "soon", "-msg", plainMsg},
 		{"-msg", plainMsg, "extra"},
+		{"-idle", "5"},
+		{"-idle", "0", "-msg", plainMsg},
+		{"-idle", "5", "-c", "2", "-msg", plainMsg},
+		{"-idle", "5", "-warmup", "0", "-msg", plainMsg},
+		{"-idle", "5", "-msg", plainMsg, "-msg", newsletterMsg},
+		{"-idle", "5", "-big", "1MB", "-msg", plainMsg},
+		{"-big", "1MB", "-msg", plainMsg},
+		{"-big", "1MB", "-n", "2"},
+		{"-big", "1MB", "-d", "1s"},
+		{"-big", "100"},
+		{"-big", "lots"},
+		{"-big", "0"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(args, io.Discard, &stderr, nil); code != 2 {
@@ -183,6 +195,7 @@ type recorder struct {
 	messages int // end of message
 	aborts   int
 	chunks   []int
+	body     []byte   // of the last message
 	headers  []header // of the last message
 	macros   []string // per message: what some macros said at each stage
 	queueIDs map[string]bool
@@ -198,6 +211,7 @@ type fakeMilter struct {
 	from   string
 	seen   []string // what the current message's stages said
 	chunks []int
+	body   []byte
 }
 
 func (f *fakeMilter) NewConnection(milter.Modifier) error {
@@ -255,7 +269,7 @@ func (f *fakeMilter) answer(stage string) *milter.Response {
 }
 
 func (f *fakeMilter) MailFrom(from, esmtpArgs string, m milter.Modifier) (*milter.Response, error) {
-	f.from, f.chunks = from, nil
+	f.from, f.chunks, f.body = from, nil, nil
 	f.seen = append(f.conn[:len(f.conn):len(f.conn)], note("mail", m, "i", "{auth_type}", "{auth_authen}"))
 	return f.answer("mail"), nil
 }
@@ -284,6 +298,7 @@ func (f *fakeMilter) Header(name, value string, m milter.Modifier) (*milter.Resp
 
 func (f *fakeMilter) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
 	f.chunks = append(f.chunks, len(chunk))
+	f.body = append(f.body, chunk...)
 	return milter.RespContinue, nil
 }
 
@@ -291,7 +306,7 @@ func (f *fakeMilter) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
 	f.seen = append(f.seen, note("eom", m, "i"))
 	f.rec.mu.Lock()
 	f.rec.messages++
-	f.rec.chunks = f.chunks
+	f.rec.chunks, f.rec.body = f.chunks, f.body
 	f.rec.macros = append(f.rec.macros, strings.Join(f.seen, "; "))
 	f.rec.queueIDs[m.Get("i")] = true
 	f.rec.mu.Unlock()

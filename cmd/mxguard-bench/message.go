@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"iter"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -15,13 +18,36 @@ const chunkSize = 65535
 // folded field joined by a bare "\n".
 type header struct{ name, value string }
 
-// message is a message file ready to be sent: its header fields, and its
-// body with CRLF line ends cut into chunks.
+// message is a message ready to be sent: its header fields, and its body
+// with CRLF line ends, cut into chunks (a file's) or made as it is sent
+// (-big's).
 type message struct {
 	path    string
 	headers []header
 	chunks  [][]byte
-	size    int // bytes of the message as SMTP carries it, for SIZE=
+	gen     func() io.Reader // when not nil, makes the body anew, instead of chunks
+	size    int              // bytes of the message as SMTP carries it, for SIZE=
+}
+
+// bodyChunks yields the body in chunks of chunkSize bytes, the last one
+// shorter. A chunk is valid until the next one is asked for.
+func (m *message) bodyChunks() iter.Seq[[]byte] {
+	if m.gen == nil {
+		return slices.Values(m.chunks)
+	}
+	return func(yield func([]byte) bool) {
+		r := m.gen()
+		buf := make([]byte, chunkSize)
+		for {
+			n, err := io.ReadFull(r, buf)
+			if n > 0 && !yield(buf[:n]) {
+				return
+			}
+			if err != nil {
+				return // the end: a generated body has no other error
+			}
+		}
+	}
 }
 
 // loadMessage reads an RFC 5322 message with CRLF or LF line ends.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/d--j/go-milter"
@@ -22,10 +23,34 @@ var noopMacros = map[milter.MacroStage][]milter.MacroName{
 	milter.StageEOM:     {milter.MacroQueueId},
 }
 
+// noopStats counts what the no-op milter saw, for the tests.
+type noopStats struct {
+	open      atomic.Int64 // connections open now
+	peakOpen  atomic.Int64 // the most open at once
+	messages  atomic.Int64 // ended (end of message)
+	aborts    atomic.Int64
+	bodyBytes atomic.Int64 // over every message
+}
+
 // noopMilter answers continue to every event and accept at end of
 // message. Unlike go-milter's NoOpMilter it never answers skip: it takes
-// every header and body chunk, as mxguard does, and throws them away.
-type noopMilter struct{ milter.NoOpMilter }
+// every header and body chunk, as mxguard does, and throws them away,
+// counting them.
+type noopMilter struct {
+	milter.NoOpMilter
+	stats *noopStats
+}
+
+func newNoopMilter(stats *noopStats) milter.Milter {
+	n := stats.open.Add(1)
+	for {
+		p := stats.peakOpen.Load()
+		if n <= p || stats.peakOpen.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	return noopMilter{stats: stats}
+}
 
 func (noopMilter) RcptTo(string, string, milter.Modifier) (*milter.Response, error) {
 	return milter.RespContinue, nil
@@ -35,16 +60,30 @@ func (noopMilter) Header(string, string, milter.Modifier) (*milter.Response, err
 	return milter.RespContinue, nil
 }
 
-func (noopMilter) BodyChunk([]byte, milter.Modifier) (*milter.Response, error) {
+func (n noopMilter) BodyChunk(chunk []byte, _ milter.Modifier) (*milter.Response, error) {
+	n.stats.bodyBytes.Add(int64(len(chunk)))
 	return milter.RespContinue, nil
 }
+
+func (n noopMilter) EndOfMessage(milter.Modifier) (*milter.Response, error) {
+	n.stats.messages.Add(1)
+	return milter.RespAccept, nil
+}
+
+func (n noopMilter) Abort(milter.Modifier) error {
+	n.stats.aborts.Add(1)
+	return nil
+}
+
+func (n noopMilter) Cleanup(milter.Modifier) { n.stats.open.Add(-1) }
 
 // noopServer is the baseline: a milter that accepts everything, with the
 // protocol options and macro requests of mxguard, so that what it costs
 // is the protocol's own cost.
 type noopServer struct {
-	ln  net.Listener
-	srv *milter.Server
+	ln    net.Listener
+	srv   *milter.Server
+	stats noopStats
 }
 
 // startNoop listens on listen (Postfix notation) and serves the no-op
@@ -58,15 +97,16 @@ func startNoop(listen string) (*noopServer, error) {
 	if err != nil {
 		return nil, err
 	}
+	s := &noopServer{ln: ln}
 	opts := []milter.Option{
-		milter.WithMilter(func() milter.Milter { return noopMilter{} }),
+		milter.WithMilter(func() milter.Milter { return newNoopMilter(&s.stats) }),
 		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine),
 		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown),
 	}
 	for st, names := range noopMacros {
 		opts = append(opts, milter.WithMacroRequest(st, names))
 	}
-	s := &noopServer{ln: ln, srv: milter.NewServer(opts...)}
+	s.srv = milter.NewServer(opts...)
 	go s.srv.Serve(ln)
 	return s, nil
 }

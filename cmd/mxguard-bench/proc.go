@@ -14,8 +14,13 @@ import (
 // every Linux architecture Go supports).
 const userHZ = 100
 
-// sampleEvery is how often the server's memory is sampled for its peak.
-const sampleEvery = 100 * time.Millisecond
+// sampleEvery is how often the server's memory is sampled for its peak
+// during a load test; sampleFast during one big message or while sessions
+// are opened, when the peak may be brief.
+const (
+	sampleEvery = 100 * time.Millisecond
+	sampleFast  = 10 * time.Millisecond
+)
 
 // rss returns the resident set size of process pid, from the VmRSS line
 // of /proc/PID/status.
@@ -64,9 +69,10 @@ func cpuTime(pid int) (time.Duration, error) {
 }
 
 // sampler watches the server's process during the measured phase: its
-// memory every sampleEvery and at both ends, its CPU time at both ends.
+// memory every so often and at both ends, its CPU time at both ends.
 type sampler struct {
 	pid      int
+	every    time.Duration
 	rssStart int64
 	cpuStart time.Duration
 
@@ -74,12 +80,12 @@ type sampler struct {
 	peak int64
 	err  error
 
-	stop chan struct{}
+	quit chan struct{}
 	done chan struct{}
 }
 
-func startSampler(pid int) (*sampler, error) {
-	s := &sampler{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+func startSampler(pid int, every time.Duration) (*sampler, error) {
+	s := &sampler{pid: pid, every: every, quit: make(chan struct{}), done: make(chan struct{})}
 	var err error
 	if s.rssStart, err = rss(pid); err != nil {
 		return nil, err
@@ -94,11 +100,11 @@ func startSampler(pid int) (*sampler, error) {
 
 func (s *sampler) run() {
 	defer close(s.done)
-	t := time.NewTicker(sampleEvery)
+	t := time.NewTicker(s.every)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.quit:
 			return
 		case <-t.C:
 			s.sample()
@@ -119,25 +125,32 @@ func (s *sampler) sample() {
 	s.peak = max(s.peak, n)
 }
 
-// finish stops sampling and fills in rep's server figures for the
-// messages of the phase.
-func (s *sampler) finish(rep *report) error {
-	close(s.stop)
+// end stops sampling, takes a last sample, and returns the resident
+// memory at the start and its peak, and the CPU time used since the start.
+func (s *sampler) end() (rssStart, rssPeak int64, cpu time.Duration, err error) {
+	close(s.quit)
 	<-s.done
 	s.sample()
-	cpu, err := cpuTime(s.pid)
+	cpu, err = cpuTime(s.pid)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err == nil {
 		err = s.err
 	}
+	return s.rssStart, s.peak, cpu - s.cpuStart, err
+}
+
+// finish stops sampling and fills in rep's server figures for the
+// messages of the phase.
+func (s *sampler) finish(rep *report) error {
+	rssStart, rssPeak, cpu, err := s.end()
 	if err != nil {
 		return err
 	}
-	start, peak := mib(s.rssStart), mib(s.peak)
+	start, peak := mib(rssStart), mib(rssPeak)
 	rep.RSSStartMiB, rep.RSSPeakMiB = &start, &peak
 	if rep.Messages > 0 {
-		per := round(float64(cpu-s.cpuStart)/float64(time.Millisecond)*1000/float64(rep.Messages), 1)
+		per := round(float64(cpu)/float64(time.Millisecond)*1000/float64(rep.Messages), 1)
 		rep.CPUMsPer1000 = &per
 	}
 	return nil

@@ -151,7 +151,7 @@ func (s *smtpSession) message(env *envelope, msg *message, queueID string, deadl
 		return "", errConnectionDone
 	}
 	s.conn.deadline = deadline
-	action, err := s.transaction(env, msg, queueID)
+	action, err := s.transaction(env, msg, queueID, false)
 	if err != nil {
 		s.abandon()
 		return "", err
@@ -166,7 +166,44 @@ func (s *smtpSession) message(env *envelope, msg *message, queueID string, deadl
 	return action, nil
 }
 
-func (s *smtpSession) transaction(env *envelope, msg *message, queueID string) (string, error) {
+// holdInData sends msg as far as the middle of DATA, as for a client that
+// is slow to send its message: MAIL FROM, RCPT TO, DATA, the header, its
+// end and the first body chunk (65,535 bytes at most). The transaction
+// stays open; release ends it. action is the milter's answer when it
+// decided before (then the transaction is over).
+func (s *smtpSession) holdInData(env *envelope, msg *message, queueID string, deadline time.Time) (action string, err error) {
+	if s.closed {
+		return "", errConnectionDone
+	}
+	s.conn.deadline = deadline
+	action, err = s.transaction(env, msg, queueID, true)
+	if err != nil {
+		s.abandon()
+	}
+	return action, err
+}
+
+// release ends a session held in DATA as smtpd does when its client goes
+// away: SMFIC_ABORT (mail_reset), then SMFIC_QUIT, and the connection
+// closes.
+func (s *smtpSession) release(deadline time.Time) error {
+	if s.closed {
+		return errConnectionDone
+	}
+	s.conn.deadline = deadline
+	err := s.ms.Abort(nil)
+	s.closed = true
+	if cerr := s.ms.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// transaction sends msg from MAIL FROM to the reply at end of message and
+// returns the final action. With held, it stops after the first body chunk
+// (after the end of header for a message without body) and returns ""
+// when the milter has not decided by then.
+func (s *smtpSession) transaction(env *envelope, msg *message, queueID string, held bool) (string, error) {
 	m := s.macros
 	delete(m, "i")
 	m["{mail_addr}"] = env.from
@@ -222,10 +259,16 @@ func (s *smtpSession) transaction(env *envelope, msg *message, queueID string) (
 	if act, err := s.ms.HeaderEnd(); err != nil || act.Type != milter.ActionContinue {
 		return actionName(act), err
 	}
-	for _, chunk := range msg.chunks {
+	for chunk := range msg.bodyChunks() {
 		if act, err := s.ms.BodyChunk(chunk); err != nil || act.Type != milter.ActionContinue {
 			return actionName(act), err
 		}
+		if held {
+			break
+		}
+	}
+	if held {
+		return "", nil
 	}
 	mods, act, err := s.ms.End()
 	if err != nil {

@@ -526,25 +526,13 @@ func (tw *tableWriter) flush() error {
 // searchCells renders a transaction as the table's cells, each one line of
 // printable text no wider than its column allows.
 func searchCells(r *logstore.Record) []string {
-	sender := "<" + r.MailFrom + ">"
-	if explain.ConnectionOnly(r) {
-		sender = "-"
-	}
-	var rcpts []string
-	for _, rc := range r.Recipients {
-		a := rc.Address
-		if explain.Refuses(rc.Action) && !explain.Refuses(r.Action) {
-			a += " (" + rc.Action + ")" // refused at RCPT though the message went on
-		}
-		rcpts = append(rcpts, a)
-	}
 	cells := []string{
 		strconv.FormatInt(r.ID, 10),
 		r.StartedAt.UTC().Format("2006-01-02 15:04:05"),
 		orDash(r.QueueID),
 		explain.Client(r),
-		sender,
-		orDash(strings.Join(rcpts, ", ")),
+		explain.Sender(r),
+		orDash(explain.Recipients(r)),
 		r.Action,
 		orDash(r.Reason),
 		orDash(logstore.DecodeHeader(r.Subject)),

@@ -204,7 +204,7 @@ func quarantineList(ctx context.Context, m *quarantine.Manager, stdout, stderr i
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			e.QueueID, age(now, e.Arrival), printable(sender, 40), printable(rcpts, 40),
+			e.QueueID, quarantine.Age(now, e.Arrival), printable(sender, 40), printable(rcpts, 40),
 			printable(client, 40), printable(org, 20), printable(e.Reason(), 40), printable(subject, 50))
 	}
 	if err := tw.Flush(); err != nil {
@@ -259,23 +259,6 @@ func actor() string {
 		return name + " (sudo by " + s + ")"
 	}
 	return name
-}
-
-// age is how long ago t was, in the largest whole unit: 45s, 12m, 5h, 3d.
-func age(now, t time.Time) string {
-	if t.IsZero() {
-		return "?"
-	}
-	d := now.Sub(t)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", max(0, int(d.Seconds())))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
 // printable makes text from the message (sender, subject: the sender chose

@@ -192,25 +192,6 @@ func TestQuarantineWithoutPostfix(t *testing.T) {
 	}
 }
 
-func TestAge(t *testing.T) {
-	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	for d, want := range map[time.Duration]string{
-		-time.Second:              "0s", // clocks disagree
-		45 * time.Second:          "45s",
-		12 * time.Minute:          "12m",
-		5*time.Hour + time.Minute: "5h",
-		47 * time.Hour:            "47h",
-		72 * time.Hour:            "3d",
-	} {
-		if got := age(now, now.Add(-d)); got != want {
-			t.Errorf("age(%v) = %q; want %q", d, got, want)
-		}
-	}
-	if got := age(now, time.Time{}); got != "?" {
-		t.Errorf("age of an unknown time = %q", got)
-	}
-}
-
 func TestPrintable(t *testing.T) {
 	for in, want := range map[string]string{
 		"Invoice":                 "Invoice",

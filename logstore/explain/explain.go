@@ -398,3 +398,27 @@ func orNone(s, none string) string {
 	}
 	return s
 }
+
+// Sender is the envelope sender as a search result shows it: in angle
+// brackets ("<>" is the null sender), or "-" for a connection without a
+// transaction.
+func Sender(r *logstore.Record) string {
+	if ConnectionOnly(r) {
+		return "-"
+	}
+	return "<" + r.MailFrom + ">"
+}
+
+// Recipients lists the recipients as a search result shows them, each one
+// refused at RCPT though the message went on marked with its action.
+func Recipients(r *logstore.Record) string {
+	var rcpts []string
+	for _, rc := range r.Recipients {
+		a := rc.Address
+		if Refuses(rc.Action) && !Refuses(r.Action) {
+			a += " (" + rc.Action + ")"
+		}
+		rcpts = append(rcpts, a)
+	}
+	return strings.Join(rcpts, ", ")
+}
