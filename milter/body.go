@@ -97,7 +97,9 @@ func (b *body) abandon() {
 	b.mem, b.file, b.size = nil, nil, 0
 }
 
-// maxPooledBody bounds the buffers kept for reuse.
-const maxPooledBody = 1 << 20
+// Pooled body buffers start at 32 KiB, and only those up to 64 KiB go
+// back: a session waiting in DATA should hold about its body, not the
+// largest body some earlier session needed.
+const maxPooledBody = 64 << 10
 
-var bodyBuffers = sync.Pool{New: func() any { return make([]byte, 0, 64<<10) }}
+var bodyBuffers = sync.Pool{New: func() any { return make([]byte, 0, 32<<10) }}

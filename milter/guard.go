@@ -40,12 +40,16 @@ type frameGuard struct {
 	log     *slog.Logger
 	pending []byte // validated bytes not yet handed to go-milter
 	err     error  // sticky: once a frame is bad, the connection is done
-	buf     []byte // the frame buffer, from framePool; pending points into it
-	quit    bool   // the pending frame is SMFIC_QUIT: the last of the connection
+	small   []byte // this connection's buffer for small frames (commands, macros, headers)
+	large   []byte // a pooled buffer holding the pending body chunk, if any
 }
 
-// framePool keeps frame buffers big enough for a body chunk (Postfix sends
-// 65,535 bytes) across connections: MTAs open one per SMTP session.
+// smallFrame is the size of the buffer each connection keeps; larger
+// frames (body chunks, up to 65,535 bytes from Postfix) borrow a pooled
+// buffer only while go-milter reads them, so a session waiting in DATA
+// holds no 64 KiB buffer of ours.
+const smallFrame = 4 + 4096
+
 var framePool = sync.Pool{New: func() any { return make([]byte, 0, 4+65535+64) }}
 
 func (g *frameGuard) Read(p []byte) (int, error) {
@@ -55,20 +59,27 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 		}
 		frame, err := g.readFrame()
 		if err != nil {
-			// The connection is done (the error is sticky): its buffer
-			// goes back here, in the one goroutine that reads it.
-			g.err = err
-			g.release()
+			g.err = err // sticky: the connection is done
+			g.giveBack()
 			return 0, err
 		}
 		g.pending = frame
 	}
 	n := copy(p, g.pending)
 	g.pending = g.pending[n:]
-	if len(g.pending) == 0 && g.quit {
-		g.release() // go-milter reads nothing after QUIT
+	if len(g.pending) == 0 {
+		g.giveBack() // go-milter has copied the frame out
 	}
 	return n, nil
+}
+
+// giveBack returns a borrowed large buffer to the pool. Only the goroutine
+// that reads the connection calls it, once nothing points into the buffer.
+func (g *frameGuard) giveBack() {
+	if g.large != nil {
+		framePool.Put(g.large[:0])
+		g.large = nil
+	}
 }
 
 func (g *frameGuard) readFrame() ([]byte, error) {
@@ -82,15 +93,21 @@ func (g *frameGuard) readFrame() ([]byte, error) {
 		return nil, g.reject(fmt.Errorf("frame length %d outside 1..%d", n, MaxFrame))
 	}
 	// A frame is handed out whole before the next is read, so one buffer
-	// serves them all; the rare larger frame gets its own.
-	if g.buf == nil {
-		g.buf = framePool.Get().([]byte)
-	}
+	// serves them all.
 	var frame []byte
-	if int(4+n) <= cap(g.buf) {
-		frame = g.buf[:4+n]
-	} else {
-		frame = make([]byte, 4+n)
+	switch size := int(4 + n); {
+	case size <= smallFrame:
+		if g.small == nil {
+			g.small = make([]byte, smallFrame)
+		}
+		frame = g.small[:size]
+	default:
+		g.large = framePool.Get().([]byte)
+		if size <= cap(g.large) {
+			frame = g.large[:size]
+		} else {
+			frame = make([]byte, size) // beyond Postfix's chunks: rare
+		}
 	}
 	copy(frame, hdr[:])
 	if _, err := io.ReadFull(g.Conn, frame[4:]); err != nil {
@@ -99,17 +116,7 @@ func (g *frameGuard) readFrame() ([]byte, error) {
 	if err := validFrame(frame[4], frame[5:]); err != nil {
 		return nil, g.reject(err)
 	}
-	g.quit = frame[4] == 'Q'
 	return frame, nil
-}
-
-// release hands the frame buffer back to the pool. Only the goroutine
-// that reads the connection calls it, once nothing points into the buffer.
-func (g *frameGuard) release() {
-	if g.buf != nil {
-		framePool.Put(g.buf[:0])
-		g.buf = nil
-	}
 }
 
 func (g *frameGuard) reject(err error) error {

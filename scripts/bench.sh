@@ -2,7 +2,10 @@
 # "make bench": mxguard's throughput and latency beside the milters people
 # run for the same work, all on loopback, each fed the same messages by
 # bin/mxguard-bench (one message per milter connection, as an MTA does) at
-# several concurrencies. Prints one table and the performance targets of
+# several concurrencies. Then the memory tests, for mxguard and the no-op
+# milter, each on a fresh process: one big generated message (BENCH_BIG),
+# and BENCH_IDLE sessions held open at once in the middle of DATA, as slow
+# clients do. Prints the tables and the performance and memory targets of
 # issue 8 (PASS or MISS), and writes the raw results as JSON lines.
 #
 # The contestants, each a private instance with its own configuration
@@ -39,10 +42,14 @@
 #   BENCH_PORT         first of six milter ports on 127.0.0.1 (default 24890)
 #   BENCH_CLAMD_PORT   the bench's clamd (default 13330)
 #   BENCH_CORPUS       the messages and zone (default testdata/bench)
+#   BENCH_IDLE         sessions held in DATA by the memory test (default
+#                      1000; 0 skips the memory tests)
+#   BENCH_HOLD         how long they are held (default 5s)
+#   BENCH_BIG          the big message's size (default 100MB)
 #
 # Everything it starts is stopped when it ends, however it ends. Each run is
-# bounded (BENCH_DURATION plus a minute); the default plan (60 runs) takes
-# about seven minutes on 2 CPUs.
+# bounded (BENCH_DURATION plus a minute); the default plan (60 runs, then
+# the memory tests, about half a minute) takes about eight minutes on 2 CPUs.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -54,12 +61,16 @@ BENCH_MESSAGES=${BENCH_MESSAGES:-plain-2k newsletter-30k attachment-1m eicar}
 BENCH_DNS=${BENCH_DNS:-127.0.0.153}
 BENCH_PORT=${BENCH_PORT:-24890}
 BENCH_CLAMD_PORT=${BENCH_CLAMD_PORT:-13330}
+BENCH_IDLE=${BENCH_IDLE:-1000}
+BENCH_HOLD=${BENCH_HOLD:-5s}
+BENCH_BIG=${BENCH_BIG:-100MB}
 BIN=${BIN:-bin}
 CORPUS=${BENCH_CORPUS:-testdata/bench}
 TEMPLATES=scripts/bench
 STATE=$BENCH_DIR
 RUN=$STATE/run
 RESULTS=$STATE/results.jsonl
+MEMORY=$STATE/memory.jsonl
 TABLE=$STATE/results.txt
 # The bench's own clamd, apart from the tests' (scripts/engines/clamd.sh).
 export MXGUARD_ENGINES_DIR=$STATE/engines CLAMD_PORT=$BENCH_CLAMD_PORT
@@ -161,20 +172,21 @@ listening() {
 }
 
 # start NAME PORT COMMAND...: start COMMAND in the background, its output in
-# STATE/NAME.log, and wait (30 s at most) until it listens on 127.0.0.1:PORT.
+# STATE/NAME.log (NAME-SUFFIX.log when the caller's $suffix is set), and wait
+# (30 s at most) until it listens on 127.0.0.1:PORT.
 start() {
-	local name=$1 port=$2 pid
+	local name=$1 port=$2 pid log=$STATE/$1${suffix:+-$suffix}.log
 	shift 2
 	listening 127.0.0.1 "$port" && die "127.0.0.1:$port is already in use; set BENCH_PORT"
-	"$@" </dev/null >"$STATE/$name.log" 2>&1 &
+	"$@" </dev/null >"$log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$RUN/$name.pid"
 	for _ in $(seq 300); do
 		listening 127.0.0.1 "$port" && return 0
-		ours "$pid" || fail "$name exited" "$STATE/$name.log"
+		ours "$pid" || fail "$name exited" "$log"
 		sleep 0.1
 	done
-	fail "$name did not listen on 127.0.0.1:$port within 30 s" "$STATE/$name.log"
+	fail "$name did not listen on 127.0.0.1:$port within 30 s" "$log"
 }
 
 # "${in_ns[@]}" COMMAND...: COMMAND in a private mount namespace whose
@@ -227,10 +239,18 @@ for f in plain-2k.eml newsletter-30k.eml attachment-1m.eml zone.txt; do
 done
 [[ $BENCH_DNS =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "BENCH_DNS must be a loopback address 127.x.y.z, not $BENCH_DNS"
 [[ $BENCH_PORT =~ ^[0-9]+$ && $BENCH_CLAMD_PORT =~ ^[0-9]+$ ]] || die "BENCH_PORT and BENCH_CLAMD_PORT must be port numbers"
-dur_s=$(awk -v d="$BENCH_DURATION" 'BEGIN {
+# seconds DURATION: 5s, 500ms or 1m in seconds; nothing for anything else.
+seconds() {
+	awk -v d="$1" 'BEGIN {
 	if (d ~ /^[0-9.]+ms$/) { sub(/ms$/, "", d); print d / 1000 } else if (d ~ /^[0-9.]+s$/) { sub(/s$/, "", d); print d + 0 }
-	else if (d ~ /^[0-9.]+m$/) { sub(/m$/, "", d); print d * 60 } else print "" }')
+	else if (d ~ /^[0-9.]+m$/) { sub(/m$/, "", d); print d * 60 } else print "" }'
+}
+dur_s=$(seconds "$BENCH_DURATION")
 [ -n "$dur_s" ] || die "BENCH_DURATION must be a duration like 5s or 500ms, not $BENCH_DURATION"
+hold_s=$(seconds "$BENCH_HOLD")
+[ -n "$hold_s" ] || die "BENCH_HOLD must be a duration like 5s or 500ms, not $BENCH_HOLD"
+[[ $BENCH_IDLE =~ ^[0-9]+$ ]] || die "BENCH_IDLE must be a number of sessions, not $BENCH_IDLE"
+[[ $BENCH_BIG =~ ^[0-9]+([KMG]i?B?|B)?$ ]] || die "BENCH_BIG must be a size like 100MB, not $BENCH_BIG"
 plan >/dev/null # reject unknown names before starting anything
 for m in $BENCH_MILTERS; do port_of "$m" >/dev/null; done
 
@@ -281,21 +301,33 @@ fi
 clamd_pid() { cat "$MXGUARD_ENGINES_DIR/clamd/clamd.pid" 2>/dev/null || true; }
 
 # --- The milters.
-for m in $BENCH_MILTERS; do
+# run_name M: the name of contestant M's pid file and log.
+run_name() {
+	case $1 in mxguard+clamd) echo mxguard-clamd ;; *) echo "$1" ;; esac
+}
+
+# start_milter M [SUFFIX]: start contestant M on its port. A SUFFIX (the
+# memory tests') gives mxguard a configuration and a transaction log of its
+# own, and every milter its own output, NAME-SUFFIX.log.
+start_milter() {
+	local m=$1 suffix=${2:-} port name engine conf db
 	port=$(port_of "$m")
 	case $m in
 	noop)
 		start noop "$port" "$BIN/mxguard-bench" -noop -listen "inet:127.0.0.1:$port"
 		;;
 	mxguard | mxguard+clamd)
-		name=mxguard engine=none
-		[ "$m" = mxguard+clamd ] && name=mxguard-clamd engine=clamd
-		sed -e "s|@LISTEN@|inet:127.0.0.1:$port|" -e "s|@DB@|$STATE/$name.db|" -e "s|@DNS@|$BENCH_DNS:53|" \
+		name=$(run_name "$m") engine=none
+		[ "$m" = mxguard+clamd ] && engine=clamd
+		conf=$STATE/$name${suffix:+-$suffix}.toml db=$STATE/$name${suffix:+-$suffix}.db
+		# max_sessions: the memory test holds BENCH_IDLE sessions at once
+		sed -e "s|@LISTEN@|inet:127.0.0.1:$port|" -e "s|@DB@|$db|" -e "s|@DNS@|$BENCH_DNS:53|" \
 			-e "s|@VIRUS_ENGINE@|$engine|" -e "s|@CLAMD@|${clamd:-inet:127.0.0.1:$BENCH_CLAMD_PORT}|" \
-			"$TEMPLATES/mxguard.toml" >"$STATE/$name.toml"
-		"$BIN/mxguard" check-config -config "$STATE/$name.toml" >/dev/null 2>"$STATE/$name.log" ||
-			fail "$STATE/$name.toml is not a valid configuration" "$STATE/$name.log"
-		start "$name" "$port" "$BIN/mxguard" serve -config "$STATE/$name.toml"
+			-e "s|@MAX_SESSIONS@|$((BENCH_IDLE > 900 ? BENCH_IDLE + 100 : 1000))|" -e "s|@SPOOL@|$STATE/tmp|" \
+			"$TEMPLATES/mxguard.toml" >"$conf"
+		"$BIN/mxguard" check-config -config "$conf" >/dev/null 2>"$STATE/check-config.log" ||
+			fail "$conf is not a valid configuration" "$STATE/check-config.log"
+		start "$name" "$port" "$BIN/mxguard" serve -config "$conf"
 		;;
 	opendkim)
 		config opendkim.conf "$STATE/opendkim.conf" "$port"
@@ -313,10 +345,11 @@ for m in $BENCH_MILTERS; do
 		start clamav-milter "$port" "${in_ns[@]}" /usr/sbin/clamav-milter -c "$STATE/clamav-milter.conf"
 		;;
 	esac
-done
-pid_of() {
-	case $1 in mxguard+clamd) cat "$RUN/mxguard-clamd.pid" ;; *) cat "$RUN/$1.pid" ;; esac
 }
+for m in $BENCH_MILTERS; do
+	start_milter "$m"
+done
+pid_of() { cat "$RUN/$(run_name "$1").pid"; }
 
 # --- The runs.
 clk_tck=$(getconf CLK_TCK)
@@ -358,6 +391,53 @@ while read -r m msg; do
 		say "[$n/$total] $m $msg c=$c: $(jq -r '"\(.msgs_per_s | floor) msgs/s, p50 \(.p50_ms) ms, \(.errors) errors"' "$out")"
 	done
 done < <(plan)
+
+# --- Memory. For each test, a fresh process of the milter (its own
+# configuration and transaction log for mxguard), warmed up by a few
+# newsletters so that what the first message sets up once is not counted.
+# Then one big generated message (the server's RSS before it and at its
+# peak), or BENCH_IDLE sessions taken to the middle of DATA (the first
+# body chunk of the newsletter) and held there for BENCH_HOLD, all at once.
+# No engine: mxguard's [virus] engine would not scan 100 MB (max_size).
+: >"$MEMORY"
+memory_milters=()
+for m in noop mxguard; do has "$m" && memory_milters+=("$m"); done
+[[ $bench_help == *-idle* ]] || memory_milters=() # an older bin/mxguard-bench
+# memory_run M TEST: restart M and run TEST (big or idle) against it.
+memory_run() {
+	local m=$1 test=$2 port pid out log rc=0 args env
+	port=$(port_of "$m") out=$STATE/runs/memory-$m-$test.json log=$STATE/runs/memory-$m-$test.log
+	stop "$(run_name "$m")"
+	start_milter "$m" memory
+	pid=$(pid_of "$m")
+	env=(-from "$MAIL_FROM" -rcpt "$RCPT_TO" -client-ip "$CLIENT_IP" -client-name "$CLIENT_NAME" -helo "$CLIENT_NAME")
+	"$BIN/mxguard-bench" -addr "inet:127.0.0.1:$port" -n 20 -warmup 0 -msg "$CORPUS/newsletter-30k.eml" "${env[@]}" \
+		>/dev/null 2>"$log" || say "memory: $m: the warm-up failed (exit $?)"
+	case $test in
+	big) args=(-big "$BENCH_BIG" -timeout 120s) ;;
+	idle) args=(-idle "$BENCH_IDLE" -d "$BENCH_HOLD" -msg "$CORPUS/newsletter-30k.eml") ;;
+	esac
+	timeout $((${hold_s%.*} + 180)) "$BIN/mxguard-bench" -addr "inet:127.0.0.1:$port" "${args[@]}" "${env[@]}" \
+		-pid "$pid" -json -name "$m/$test" >"$out" 2>>"$log" || rc=$?
+	if [ "$rc" -ne 0 ] || ! jq -e . "$out" >/dev/null 2>&1; then
+		say "memory: $m $test: mxguard-bench failed (exit $rc); $log:"
+		tail -n 5 "$log" | sed 's/^/  | /' >&2
+		jq -nc --arg m "$m" --arg t "$test" --arg err "exit $rc: $(tail -n 1 "$log")" \
+			'{milter: $m, test: $t, failed: $err}' >>"$MEMORY"
+		return 0
+	fi
+	jq -c --arg m "$m" --arg t "$test" '. + {milter: $m, test: $t}' "$out" >>"$MEMORY"
+	say "memory: $m $test: $(jq -r 'def r($x): ($x * 10 | round / 10 | tostring);
+		if .mode == "idle" then "\(.sessions) sessions held, \(.errors) errors, RSS \(r(.rss_start_mib)) -> \(r(.rss_peak_mib)) MiB"
+		else "\(.size_bytes) bytes in \(.max_ms | round) ms, \(.errors) errors, RSS \(r(.rss_start_mib)) -> \(r(.rss_peak_mib)) MiB" end' "$out")"
+}
+if [ "$BENCH_IDLE" -gt 0 ] && [ ${#memory_milters[@]} -gt 0 ]; then
+	say "memory: one $BENCH_BIG message, and $BENCH_IDLE sessions held in DATA for $BENCH_HOLD (${memory_milters[*]}; each test on a fresh process)"
+	for m in "${memory_milters[@]}"; do
+		memory_run "$m" big
+		memory_run "$m" idle
+	done
+fi
 
 # --- The table. Each peer (and the no-op milter) is compared with the
 # mxguard that does its work: mxguard+clamd for clamav-milter, mxguard for
@@ -414,6 +494,44 @@ targets() {
 	    else line("\($ours) >= \($want)x \($peer)"; null; 0; "") end' "$RESULTS"
 }
 
+# memory_report: the memory tests, one line each.
+memory_report() {
+	jq -rs --arg big "$BENCH_BIG" '
+	def r($x): if $x == null then "-" else ($x * 10 | round / 10 | tostring) end;
+	def order: {"noop": 0, "mxguard": 1}[.] // 9;
+	def test: if .test == "big" then "one \($big) message" else "sessions held in DATA" end;
+	["milter", "test", "sessions", "errors", "RSS start MiB", "RSS peak MiB", "growth MiB", "KiB/session", "ms", "action"],
+	(sort_by([(.milter | order), .test])[]
+	| if .failed then [.milter, test, "FAILED", "", "", "", "", "", "", .failed]
+	  else [.milter, test, (.sessions | tostring), (.errors | tostring), r(.rss_start_mib), r(.rss_peak_mib),
+	    r(if .rss_peak_mib == null then null else .rss_peak_mib - .rss_start_mib end), r(.rss_per_session_kib),
+	    (if .max_ms then (.max_ms | round | tostring) else "" end),
+	    ((.actions // {}) | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(" "))]
+	  end)
+	| @tsv' "$MEMORY" | column -t -s $'\t'
+}
+
+# memory_targets: issue 8's memory targets, for mxguard (the no-op milter's
+# figures beside).
+memory_targets() {
+	jq -rs --argjson n "$BENCH_IDLE" --arg big "$BENCH_BIG" '
+	def r($x): ($x * 10 | round / 10 | tostring);
+	def pf($ok): if $ok then "PASS" else "MISS" end;
+	def get($m; $t): (map(select(.milter == $m and .test == $t and .failed == null and .rss_peak_mib != null)) | .[0]);
+	def growth: .rss_peak_mib - .rss_start_mib;
+	def errs: if .errors > 0 then "; \(.errors) failed: \(.first_error)" else "" end;
+	(get("mxguard"; "idle")) as $mi | (get("noop"; "idle")) as $ni | (get("mxguard"; "big")) as $mb | (get("noop"; "big")) as $nb
+	| "  \(if $mi then pf($mi.rss_peak_mib < 100 and $mi.errors == 0) else "-   " end)  mxguard RSS with \($n) sessions held in DATA < 100 MiB: " +
+	  (if $mi then "\(r($mi.rss_peak_mib)) MiB peak, \(r($mi.rss_per_session_kib // 0)) KiB per session" +
+	    (if $ni then " (no-op milter: \(r($ni.rss_peak_mib)) MiB)" else "" end) + ($mi | errs)
+	   else "not measured" end),
+	  "  \(if $mb then pf(($mb | growth) < 64 and $mb.errors == 0 and $mb.actions.accept == 1) else "-   " end)  mxguard RSS growth for one \($big) message < 64 MiB: " +
+	  (if $mb then "\(r($mb | growth)) MiB (\(r($mb.rss_start_mib)) -> \(r($mb.rss_peak_mib))), \($mb.max_ms | round) ms" +
+	    (if $nb then " (no-op milter: \(r($nb | growth)) MiB, \($nb.max_ms | round) ms)" else "" end) + ($mb | errs) +
+	    (if $mb.errors == 0 and $mb.actions.accept != 1 then "; not accepted: \($mb.actions | with_entries(select(.value > 0)) | tojson)" else "" end)
+	   else "not measured" end)' "$MEMORY"
+}
+
 # surprises: runs whose milter did not do what it should: errors, or an
 # action other than accept (reject for EICAR). Every message is legitimate
 # (SPF, DKIM and DMARC pass) except EICAR, which only the virus milters see.
@@ -438,8 +556,17 @@ surprises() {
 	echo "(opendmarc every body, opendkim unsigned mail's): on plain-2k and attachment-1m they can outrun the no-op milter."
 	echo
 	report
+	if [ -s "$MEMORY" ]; then
+		echo
+		echo "Memory: each test on a fresh process warmed up by 20 newsletters. One $BENCH_BIG message, generated (base64"
+		echo "attachment), c=1; $BENCH_IDLE sessions taken to the middle of DATA (newsletter-30k's first body chunk), held $BENCH_HOLD."
+		echo "RSS is the milter's; growth = peak - start; KiB/session = growth over the sessions held."
+		echo
+		memory_report
+	fi
 	echo
 	targets
+	memory_targets
 	echo
 	surprises
 } | tee "$TABLE"
@@ -457,9 +584,9 @@ if command -v sqlite3 >/dev/null 2>&1; then
 	done | tee -a "$TABLE"
 fi
 echo
-echo "Results: $TABLE, and every run as JSON lines in $RESULTS."
+echo "Results: $TABLE, and every run as JSON lines in $RESULTS (the memory tests' in $MEMORY)."
 # A run that could not be measured is a broken bench, not a slow milter.
-if jq -se 'any(.failed != null)' "$RESULTS" >/dev/null; then
+if jq -se 'any(.failed != null)' "$RESULTS" "$MEMORY" >/dev/null; then
 	say "some runs failed (FAILED above); their output is in $STATE/runs/"
 	exit 1
 fi
