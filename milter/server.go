@@ -71,9 +71,14 @@ func NewServer(engine *policy.Engine, store Store, log *slog.Logger) *Server {
 	opts := []milter.Option{
 		milter.WithMilter(func() milter.Milter { return s.newSession() }),
 		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine),
-		// Header values exactly as sent (later DKIM needs them), and no
-		// events for unknown SMTP commands.
-		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown),
+		// Header values exactly as sent (DKIM needs them), and no events
+		// for unknown SMTP commands. No replies to HELO, DATA, header
+		// fields and body chunks, which mxguard always lets through (a
+		// header over the limits is refused at end of header): each reply
+		// is a round trip the MTA waits for, ten of them for a message
+		// with seven header fields.
+		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown |
+			milter.OptNoHeloReply | milter.OptNoDataReply | milter.OptNoHeaderReply | milter.OptNoBodyReply),
 		milter.WithReadTimeout(readTimeout),
 	}
 	for st, names := range macroRequests {

@@ -276,16 +276,16 @@ func TestHeaderLimits(t *testing.T) {
 					t.Fatalf("%v %v", a, err)
 				}
 			}
-			var last *milter.Action
+			// Header fields get no reply (SMFIP_NR_HDR): the refusal
+			// comes at end of header.
 			for _, f := range fields {
-				a, err := s.HeaderField(f[0], f[1], nil)
-				if err != nil {
+				if _, err := s.HeaderField(f[0], f[1], nil); err != nil {
 					t.Fatal(err)
 				}
-				last = a
-				if a.StopProcessing() {
-					break
-				}
+			}
+			last, err := s.HeaderEnd()
+			if err != nil {
+				t.Fatal(err)
 			}
 			if !strings.HasPrefix(last.SMTPReply, "552 5.3.4 HeaderTooLarge") {
 				t.Errorf("reply %q; want 552 5.3.4", last.SMTPReply)

@@ -32,14 +32,15 @@ type session struct {
 	rows      int // transaction rows written on this connection
 
 	// The current transaction, from MAIL FROM to its end.
-	trx       *policy.Transaction
-	trxCancel context.CancelFunc
-	rec       logstore.Record
-	queueID   string
-	headers   []policy.Header
-	hdrBytes  int
-	size      int64
-	body      body // kept only when a check reads it
+	trx            *policy.Transaction
+	trxCancel      context.CancelFunc
+	rec            logstore.Record
+	queueID        string
+	headers        []policy.Header
+	hdrBytes       int
+	headerTooLarge bool // over milter.max_headers or max_header_bytes: refused at end of header
+	size           int64
+	body           body // kept only when a check reads it
 }
 
 func (s *Server) newSession() *session {
@@ -140,7 +141,7 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	s.trx.AuthUser = m.Get(milter.MacroAuthAuthen)
 	s.trx.AuthType = m.Get(milter.MacroAuthType)
 	s.rec = logstore.Record{}
-	s.headers, s.hdrBytes, s.size = nil, 0, 0
+	s.headers, s.hdrBytes, s.size, s.headerTooLarge = nil, 0, 0, false
 	cfg := s.cfg()
 	s.body.reset()
 	s.body.dir, s.body.limit = cfg.Milter.SpoolDir, int(cfg.Milter.BodyMemory.Bytes)
@@ -184,21 +185,29 @@ func (s *session) Data(m milter.Modifier) (*milter.Response, error) {
 
 func (s *session) Header(name, value string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recoverPanic(atHeader, &resp, &err)
-	if s.trx == nil {
+	if s.trx == nil || s.headerTooLarge {
+		return milter.RespContinue, nil
+	}
+	s.hdrBytes += len(name) + len(value) + 3 // ":" and CRLF
+	limits := s.cfg().Milter
+	if len(s.headers) >= limits.MaxHeaders || s.hdrBytes > limits.MaxHeaderBytes {
+		// The MTA does not wait for a reply to a header field (we
+		// negotiate SMFIP_NR_HDR): keep no more, refuse at end of header.
+		s.headerTooLarge = true
 		return milter.RespContinue, nil
 	}
 	s.headers = append(s.headers, policy.Header{Name: name, Value: value})
-	s.hdrBytes += len(name) + len(value) + 3 // ":" and CRLF
-	limits := s.cfg().Milter
-	if len(s.headers) > limits.MaxHeaders || s.hdrBytes > limits.MaxHeaderBytes {
-		v := policy.HeaderTooLargeVerdict(limits.MaxHeaders, limits.MaxHeaderBytes)
-		return s.finish(v.Action.String(), v), nil
-	}
 	return milter.RespContinue, nil
 }
 
-func (s *session) Headers(m milter.Modifier) (*milter.Response, error) {
+func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverPanic(atHeader, &resp, &err)
 	s.noteQueueID(m)
+	if s.trx != nil && s.headerTooLarge {
+		limits := s.cfg().Milter
+		v := policy.HeaderTooLargeVerdict(limits.MaxHeaders, limits.MaxHeaderBytes)
+		return s.finish(v.Action.String(), v), nil
+	}
 	return milter.RespContinue, nil
 }
 
