@@ -128,8 +128,7 @@ func BenchmarkNoop(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := milter.NewServer(milter.WithMilter(func() milter.Milter { return noopMilter{} }),
-		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptQuarantine),
-		milter.WithProtocols(milter.OptHeaderLeadingSpace|milter.OptNoUnknown))
+		milter.WithActions(Actions), milter.WithProtocols(Protocols))
 	go srv.Serve(ln)
 	defer srv.Shutdown(context.Background())
 	runSessions(b, ln.Addr().String(), headers, body)

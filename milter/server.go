@@ -61,6 +61,19 @@ var macroRequests = map[milter.MacroStage][]milter.MacroName{
 	milter.StageEOM:     {milter.MacroQueueId},
 }
 
+// Actions are the modifications mxguard asks the MTA to allow.
+const Actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine
+
+// Protocols are the protocol options mxguard negotiates: header values
+// exactly as sent (DKIM needs them), no events for unknown SMTP commands,
+// and no replies to HELO, DATA, header fields and body chunks, which
+// mxguard always lets through (a header over the limits is refused at end
+// of header): each reply is a round trip the MTA waits for, ten of them
+// for a message with seven header fields. mxguard-bench's no-op baseline
+// negotiates the same, so that ratios compare work, not protocol options.
+const Protocols = milter.OptHeaderLeadingSpace | milter.OptNoUnknown |
+	milter.OptNoHeloReply | milter.OptNoDataReply | milter.OptNoHeaderReply | milter.OptNoBodyReply
+
 // NewServer returns a milter server deciding with engine and logging to store.
 func NewServer(engine *policy.Engine, store Store, log *slog.Logger) *Server {
 	s := &Server{engine: engine, store: store, log: log}
@@ -70,15 +83,8 @@ func NewServer(engine *policy.Engine, store Store, log *slog.Logger) *Server {
 	}
 	opts := []milter.Option{
 		milter.WithMilter(func() milter.Milter { return s.newSession() }),
-		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine),
-		// Header values exactly as sent (DKIM needs them), and no events
-		// for unknown SMTP commands. No replies to HELO, DATA, header
-		// fields and body chunks, which mxguard always lets through (a
-		// header over the limits is refused at end of header): each reply
-		// is a round trip the MTA waits for, ten of them for a message
-		// with seven header fields.
-		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown |
-			milter.OptNoHeloReply | milter.OptNoDataReply | milter.OptNoHeaderReply | milter.OptNoBodyReply),
+		milter.WithActions(Actions),
+		milter.WithProtocols(Protocols),
 		milter.WithReadTimeout(readTimeout),
 	}
 	for st, names := range macroRequests {

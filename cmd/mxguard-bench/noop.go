@@ -8,6 +8,7 @@ import (
 
 	"github.com/d--j/go-milter"
 
+	mxmilter "github.com/mxguard/mxguard/milter"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -100,8 +101,8 @@ func startNoop(listen string) (*noopServer, error) {
 	s := &noopServer{ln: ln}
 	opts := []milter.Option{
 		milter.WithMilter(func() milter.Milter { return newNoopMilter(&s.stats) }),
-		milter.WithActions(milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine),
-		milter.WithProtocols(milter.OptHeaderLeadingSpace | milter.OptNoUnknown),
+		milter.WithActions(mxmilter.Actions),
+		milter.WithProtocols(mxmilter.Protocols),
 	}
 	for st, names := range noopMacros {
 		opts = append(opts, milter.WithMacroRequest(st, names))
