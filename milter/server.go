@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,17 @@ const Actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarant
 // negotiates the same, so that ratios compare work, not protocol options.
 const Protocols = milter.OptHeaderLeadingSpace | milter.OptNoUnknown |
 	milter.OptNoHeloReply | milter.OptNoDataReply | milter.OptNoHeaderReply | milter.OptNoBodyReply
+
+// MacroRequests returns the macros mxguard asks the MTA for at each stage
+// (a copy), for tools that must ask for the same, like mxguard-bench's
+// no-op baseline.
+func MacroRequests() map[milter.MacroStage][]milter.MacroName {
+	out := make(map[milter.MacroStage][]milter.MacroName, len(macroRequests))
+	for st, names := range macroRequests {
+		out[st] = slices.Clone(names)
+	}
+	return out
+}
 
 // NewServer returns a milter server deciding with engine and logging to store.
 func NewServer(engine *policy.Engine, store Store, log *slog.Logger) *Server {

@@ -12,17 +12,9 @@ import (
 	"github.com/mxguard/mxguard/policy"
 )
 
-// noopMacros are the macros mxguard asks for (milter/server.go), so that
-// the no-op milter gets the same frames as mxguard does.
-var noopMacros = map[milter.MacroStage][]milter.MacroName{
-	milter.StageConnect: {milter.MacroMTAFQDN, milter.MacroDaemonName, milter.MacroIfName, milter.MacroIfAddr, milter.MacroClientName, milter.MacroClientPTR},
-	milter.StageHelo:    {milter.MacroTlsVersion, milter.MacroCipher},
-	milter.StageMail:    {milter.MacroQueueId, milter.MacroAuthType, milter.MacroAuthAuthen},
-	milter.StageRcpt:    {milter.MacroQueueId},
-	milter.StageData:    {milter.MacroQueueId},
-	milter.StageEOH:     {milter.MacroQueueId},
-	milter.StageEOM:     {milter.MacroQueueId},
-}
+// noopMacros are the macros mxguard asks for, so that the no-op milter
+// gets the same frames as mxguard does.
+var noopMacros = mxmilter.MacroRequests()
 
 // noopStats counts what the no-op milter saw, for the tests.
 type noopStats struct {
