@@ -64,21 +64,12 @@ mxguard serve writes. mxguard log COMMAND -h describes a command's flags.
 }
 
 func cmdLog(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, logUsage())
-		return 2
-	}
-	switch args[0] {
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, logUsage())
-		return 0
-	}
-	cmd, ok := logSubcommands[args[0]]
+	known := func(s string) bool { _, ok := logSubcommands[s]; return ok }
+	sub, code, ok := subcommand("log", args, known, logUsage(), stdout, stderr)
 	if !ok {
-		fmt.Fprintf(stderr, "mxguard log: unknown command %q\n\n%s", args[0], logUsage())
-		return 2
+		return code
 	}
-	return cmd(args[1:], stdout, stderr)
+	return logSubcommands[sub](args[1:], stdout, stderr)
 }
 
 // logFlags are the flags that name the transaction log, which every log

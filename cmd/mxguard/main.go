@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"syscall"
 
 	"github.com/mxguard/mxguard/logstore"
@@ -95,6 +96,30 @@ func versionString() string {
 
 // loadConfig parses the flags every config-reading command takes and loads
 // the configuration; on failure it says why and returns the exit code.
+// subcommand picks the subcommand of "mxguard GROUP" from args: it answers
+// help itself and refuses a missing or unknown one, returning ok false and
+// the exit code then.
+func subcommand(group string, args []string, known func(string) bool, usage string, stdout, stderr io.Writer) (sub string, code int, ok bool) {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return "", 2, false
+	}
+	switch sub = args[0]; {
+	case sub == "help" || sub == "-h" || sub == "-help" || sub == "--help":
+		fmt.Fprint(stdout, usage)
+		return "", 0, false
+	case !known(sub):
+		fmt.Fprintf(stderr, "mxguard %s: unknown command %q\n\n%s", group, sub, usage)
+		return "", 2, false
+	}
+	return sub, 0, true
+}
+
+// oneOf reports membership in a fixed list of subcommands.
+func oneOf(names ...string) func(string) bool {
+	return func(s string) bool { return slices.Contains(names, s) }
+}
+
 func loadConfig(name string, args []string, stderr io.Writer) (*policy.Config, int) {
 	fs := flag.NewFlagSet("mxguard "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)

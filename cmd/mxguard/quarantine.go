@@ -53,19 +53,9 @@ var newMTA = func(postfixConfig string) quarantine.MTA {
 const quarantineTimeout = 2 * time.Minute
 
 func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, quarantineUsage)
-		return 2
-	}
-	sub := args[0]
-	switch sub {
-	case "list", "release", "delete":
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, quarantineUsage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "mxguard quarantine: unknown command %q\n\n%s", sub, quarantineUsage)
-		return 2
+	sub, code, ok := subcommand("quarantine", args, oneOf("list", "release", "delete"), quarantineUsage, stdout, stderr)
+	if !ok {
+		return code
 	}
 
 	fs := flag.NewFlagSet("mxguard quarantine "+sub, flag.ContinueOnError)
@@ -113,7 +103,7 @@ func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
 	if sub == "list" {
 		return quarantineList(ctx, m, stdout, stderr)
 	}
-	code := 0
+	code = 0
 	who := actor()
 	for _, id := range ids {
 		if !quarantineAct(ctx, m, sub, id, who, path, stdout, stderr) {

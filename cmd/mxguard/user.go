@@ -44,19 +44,9 @@ is for scripts; never put a password on a command line). At least
 var userStdin = os.Stdin
 
 func cmdUser(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, userUsage)
-		return 2
-	}
-	sub := args[0]
-	switch sub {
-	case "add", "passwd", "del", "list":
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, userUsage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "mxguard user: unknown command %q\n\n%s", sub, userUsage)
-		return 2
+	sub, code, ok := subcommand("user", args, oneOf("add", "passwd", "del", "list"), userUsage, stdout, stderr)
+	if !ok {
+		return code
 	}
 	fs := flag.NewFlagSet("mxguard user "+sub, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
