@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 )
 
 // MaxFrame is the largest milter frame mxguard accepts: a 1 MiB body chunk
@@ -46,19 +45,19 @@ type frameGuard struct {
 	net.Conn
 	log     *slog.Logger
 	pending []byte // validated bytes not yet handed to go-milter
+	through int    // bytes of the current frame that go-milter reads straight from the socket
 	err     error  // sticky: once a frame is bad, the connection is done
 
 	// in holds bytes read from the socket: in[start:end] are not yet
 	// framed. Small frames (commands, macros, header fields) are handed
-	// out from it; larger ones (body chunks) borrow a pooled buffer only
-	// while go-milter reads them, so a session waiting in DATA holds no
-	// 64 KiB buffer of ours.
+	// out from it. Larger ones, body chunks, are not copied: go-milter
+	// reads them from the socket into its own buffer.
 	in         []byte
 	start, end int
-	large      []byte
 
 	hdr  [5]byte // a frame header go-milter wrote, sent with its payload
 	held bool
+	mods []byte // modifications waiting for the final reply
 
 	acking bool // quick ACKs are on: set since our last write
 }
@@ -66,18 +65,25 @@ type frameGuard struct {
 // inSize is the read buffer each connection keeps.
 const inSize = 4096
 
-var framePool = sync.Pool{New: func() any { return make([]byte, 0, 4+65535+64) }}
-
 func (g *frameGuard) Read(p []byte) (int, error) {
+	if len(g.pending) == 0 && g.through > 0 {
+		n, err := g.readSocket(p[:min(len(p), g.through)])
+		g.through -= n
+		if err == io.EOF && g.through > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			g.err = err
+		}
+		return n, err
+	}
 	if len(g.pending) == 0 {
 		if g.err != nil {
 			return 0, g.err
 		}
-		g.giveBack() // go-milter has copied the last frame out
 		frame, err := g.readFrame()
 		if err != nil {
 			g.err = err // sticky: the connection is done
-			g.giveBack()
 			return 0, err
 		}
 		g.pending = frame
@@ -87,15 +93,8 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// giveBack returns a borrowed large buffer to the pool. Only the goroutine
-// that reads the connection calls it, once nothing points into the buffer.
-func (g *frameGuard) giveBack() {
-	if g.large != nil {
-		framePool.Put(g.large[:0])
-		g.large = nil
-	}
-}
-
+// readFrame returns the next frame, or as much of it as is buffered; the
+// rest of a long one (g.through) is left on the socket.
 func (g *frameGuard) readFrame() ([]byte, error) {
 	if err := g.fill(4); err != nil {
 		return nil, err
@@ -104,21 +103,29 @@ func (g *frameGuard) readFrame() ([]byte, error) {
 	if n == 0 || n > MaxFrame {
 		return nil, g.reject(fmt.Errorf("frame length %d outside 1..%d", n, MaxFrame))
 	}
-	size := 4 + int(n)
+	if err := g.fill(5); err != nil { // the command
+		return nil, err
+	}
+	size, cmd := 4+int(n), g.in[g.start+4]
 	var frame []byte
-	if size <= inSize {
+	switch {
+	case size <= inSize:
 		if err := g.fill(size); err != nil {
 			return nil, err
 		}
 		frame = g.in[g.start : g.start+size]
 		g.start += size
-	} else {
-		g.large = framePool.Get().([]byte)
-		if size <= cap(g.large) {
-			frame = g.large[:size]
-		} else {
-			frame = make([]byte, size) // beyond Postfix's chunks: rare
-		}
+	case !checked(cmd):
+		// A body chunk: nothing in it to check, so go-milter reads what
+		// is not buffered yet straight from the socket.
+		have := min(size, g.end-g.start)
+		frame = g.in[g.start : g.start+have]
+		g.start += have
+		g.through = size - have
+		return frame, nil
+	default:
+		// A long CONNECT, MAIL or RCPT: rare, and checked whole.
+		frame = make([]byte, size)
 		have := copy(frame, g.in[g.start:g.end])
 		g.start += have
 		if _, err := io.ReadFull(g.Conn, frame[have:]); err != nil {
@@ -135,8 +142,8 @@ func (g *frameGuard) readFrame() ([]byte, error) {
 }
 
 // fill reads from the socket until at least n unframed bytes are buffered.
-// Only readFrame calls it, when no frame is pending, so moving the
-// unframed bytes to the front moves nothing go-milter still reads.
+// Only readFrame calls it, when nothing of a frame is pending, so moving
+// the unframed bytes to the front moves nothing go-milter still reads.
 func (g *frameGuard) fill(n int) error {
 	if g.end-g.start >= n {
 		return nil
@@ -149,14 +156,7 @@ func (g *frameGuard) fill(n int) error {
 		g.start = 0
 	}
 	for g.end < n {
-		// Sending a reply puts the kernel back into delayed-ACK mode
-		// (Linux's "pingpong"); receiving does not. So quick ACKs need
-		// setting again only after a write, not before every read.
-		if !g.acking {
-			quickAck(g.Conn)
-			g.acking = true
-		}
-		m, err := g.Conn.Read(g.in[g.end:])
+		m, err := g.readSocket(g.in[g.end:])
 		g.end += m
 		if g.end >= n {
 			break
@@ -171,15 +171,31 @@ func (g *frameGuard) fill(n int) error {
 	return nil
 }
 
+func (g *frameGuard) readSocket(p []byte) (int, error) {
+	// Sending a reply puts the kernel back into delayed-ACK mode (Linux's
+	// "pingpong"); receiving does not. So quick ACKs need setting again
+	// only after a write, not before every read.
+	if !g.acking {
+		quickAck(g.Conn)
+		g.acking = true
+	}
+	return g.Conn.Read(p)
+}
+
 // Write sends what go-milter writes. wire.WritePacket writes a frame as its
 // 5-byte header (length, code) and then its payload; a header announcing a
-// payload is held and sent with it, in one system call.
+// payload is held and sent with it, in one system call. Modifications
+// (header edits and the like, only sent at end of message) are held too,
+// and go out with the final reply that always follows them.
 func (g *frameGuard) Write(p []byte) (int, error) {
 	g.acking = false
 	if g.held {
 		g.held = false
-		bufs := net.Buffers{g.hdr[:], p}
-		if _, err := bufs.WriteTo(g.Conn); err != nil {
+		if modification(g.hdr[4]) && len(g.mods)+len(g.hdr)+len(p) <= maxHeldMods {
+			g.mods = append(append(g.mods, g.hdr[:]...), p...)
+			return len(p), nil
+		}
+		if err := g.send(g.hdr[:], p); err != nil {
 			return 0, err
 		}
 		return len(p), nil
@@ -189,7 +205,36 @@ func (g *frameGuard) Write(p []byte) (int, error) {
 		g.held = true
 		return len(p), nil
 	}
-	return g.Conn.Write(p)
+	if err := g.send(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// send writes the held modifications, then bufs, in one system call.
+func (g *frameGuard) send(bufs ...[]byte) error {
+	out := make(net.Buffers, 0, 3)
+	if len(g.mods) > 0 {
+		out = append(out, g.mods)
+	}
+	out = append(out, bufs...)
+	_, err := out.WriteTo(g.Conn)
+	g.mods = g.mods[:0]
+	return err
+}
+
+// maxHeldMods bounds the modifications held for the final reply; beyond
+// it (a replaced body, say) they go out as they come.
+const maxHeldMods = 16 << 10
+
+// modification reports whether a reply code is one of the modifications
+// a milter may send at end of message, before its final reply.
+func modification(code byte) bool {
+	switch code {
+	case '+', '-', '2', 'b', 'e', 'h', 'i', 'm', 'q':
+		return true
+	}
+	return false
 }
 
 func (g *frameGuard) reject(err error) error {
@@ -197,6 +242,9 @@ func (g *frameGuard) reject(err error) error {
 	g.log.Warn("closing milter connection", "err", err)
 	return err
 }
+
+// checked reports whether validFrame looks into frames of command cmd.
+func checked(cmd byte) bool { return cmd == 'C' || cmd == 'M' || cmd == 'R' }
 
 // validFrame checks the payload shapes go-milter relies on without checking.
 func validFrame(cmd byte, data []byte) error {

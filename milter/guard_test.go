@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,12 +26,21 @@ func TestGuardReadsFramesHoweverTheyArrive(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var want [][]byte
 	var stream []byte
-	for _, size := range []int{1, 2, 100, inSize - 5, inSize - 4, inSize - 3, inSize, inSize + 1, 65535, 7, 65535, 3, 2*inSize + 17, 1} {
+	// Long body chunks are read straight from the socket; a long MAIL is
+	// read whole, to be checked.
+	for _, size := range []int{1, 2, 100, inSize - 5, inSize - 4, inSize - 3, inSize, inSize + 1, 65535, 7, 65535, 3, 2*inSize + 17, -2*inSize - 17, 1} {
+		cmd := byte('B')
+		if size < 0 {
+			cmd, size = 'M', -size
+		}
 		payload := make([]byte, size-1)
 		for i := range payload {
 			payload[i] = byte('a' + rng.IntN(26))
 		}
-		f := frame('B', payload)
+		if cmd == 'M' {
+			payload[len(payload)-1] = 0 // the address ends with a NUL
+		}
+		f := frame(cmd, payload)
 		want = append(want, f)
 		stream = append(stream, f...)
 	}
@@ -63,8 +73,8 @@ func TestGuardReadsFramesHoweverTheyArrive(t *testing.T) {
 		if _, err := g.Read(make([]byte, 4)); err != io.EOF {
 			t.Fatalf("pieces up to %d: after the last frame: %v, want EOF", maxPiece, err)
 		}
-		if g.large != nil {
-			t.Errorf("pieces up to %d: a pooled buffer is still held", maxPiece)
+		if g.through != 0 || len(g.pending) != 0 {
+			t.Errorf("pieces up to %d: %d bytes pending, %d to read through after the end", maxPiece, len(g.pending), g.through)
 		}
 		ours.Close()
 	}
@@ -130,21 +140,62 @@ func TestGuardWritesWholeFrames(t *testing.T) {
 		t.Fatalf("continue arrived as %q", b)
 	}
 
-	// A header insertion: the header is held until its payload comes.
+	nothing := func(what string) {
+		t.Helper()
+		select {
+		case b := <-got:
+			t.Fatalf("%s went out: %q", what, b)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	write := func(p []byte) {
+		t.Helper()
+		if n, err := g.Write(p); n != len(p) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", p, n, err)
+		}
+	}
+
+	// A reply with text: its header is held until the payload comes.
+	reply := frame('y', []byte("451 4.3.0 try later\x00"))
+	write(reply[:5])
+	nothing("a header alone")
+	write(reply[5:])
+	if b := read(len(reply)); !bytes.Equal(b, reply) {
+		t.Fatalf("the reply arrived as %q, want %q", b, reply)
+	}
+
+	// Header edits at end of message wait for the final reply.
 	ins := frame('i', []byte("\x00\x00\x00\x00X-Test\x00yes\x00"))
-	if n, err := g.Write(ins[:5]); n != 5 || err != nil {
-		t.Fatalf("Write(header) = %d, %v", n, err)
+	chg := frame('m', []byte("\x00\x00\x00\x01Subject\x00\x00"))
+	for _, f := range [][]byte{ins, chg} {
+		write(f[:5])
+		write(f[5:])
 	}
-	select {
-	case b := <-got:
-		t.Fatalf("the header went out alone: %q", b)
-	case <-time.After(50 * time.Millisecond):
-	}
-	if n, err := g.Write(ins[5:]); n != len(ins)-5 || err != nil {
-		t.Fatalf("Write(payload) = %d, %v", n, err)
-	}
-	if b := read(len(ins)); !bytes.Equal(b, ins) {
-		t.Fatalf("the insertion arrived as %q, want %q", b, ins)
+	nothing("a modification before the final reply")
+	accept := frame('a', nil)
+	write(accept)
+	want := append(append(append([]byte(nil), ins...), chg...), accept...)
+	if b := read(len(want)); !bytes.Equal(b, want) {
+		t.Fatalf("the edits and the reply arrived as %q, want %q", b, want)
 	}
 	ours.Close()
+}
+
+// TestGuardChecksLongFrames: a MAIL longer than the read buffer is still
+// read whole and checked; one without its NUL closes the connection.
+func TestGuardChecksLongFrames(t *testing.T) {
+	mta, ours := net.Pipe()
+	defer ours.Close()
+	g := &frameGuard{Conn: ours, log: slog.New(slog.DiscardHandler)}
+	go func() {
+		mta.Write(frame('M', bytes.Repeat([]byte("a"), 2*inSize)))
+		mta.Close()
+	}()
+	_, err := io.ReadFull(g, make([]byte, 5))
+	if err == nil || !strings.Contains(err.Error(), "without a NUL-terminated address") {
+		t.Fatalf("a long MAIL without NUL: %v, want it refused", err)
+	}
+	if _, again := g.Read(make([]byte, 1)); again != err {
+		t.Errorf("after the bad frame: %v, want the same error again", again)
+	}
 }

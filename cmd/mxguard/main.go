@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"syscall"
 
@@ -173,6 +174,13 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 // admin console too, on the same log, and stops it first.
 func serve(cfg *policy.Config, log *slog.Logger) error {
 	tuneGC()
+	if path := os.Getenv("MXGUARD_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	res, err := resolver.New(resolver.Config{Server: cfg.DNS.Resolver, Timeout: cfg.DNS.Timeout.Duration, CacheSize: cfg.DNS.CacheSize})
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)
@@ -246,4 +254,22 @@ func tuneGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(serveGCPercent)
 	}
+}
+
+// startCPUProfile profiles the daemon from now until stop is called (at
+// shutdown), for docs/performance.md's "where the time goes". It is for
+// developers, so it is an environment variable, not a setting.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("MXGUARD_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("MXGUARD_CPUPROFILE: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -3,6 +3,7 @@ package dkim
 import (
 	"io"
 	"strings"
+	"sync"
 )
 
 // Canonicalization is a canonicalization algorithm.
@@ -146,11 +147,21 @@ type relaxedBodyCanonicalizer struct {
 	out     []byte // reused output buffer
 }
 
+// outBuffers holds output buffers for relaxed body canonicalizers: one
+// per message would be the body's size in garbage. io.Copy writes 32 KiB
+// at a time.
+var outBuffers = sync.Pool{New: func() any { return make([]byte, 0, 32<<10+64) }}
+
+const maxPooledOut = 256 << 10
+
 // bodySpecial marks the bytes that end a run of ordinary body bytes.
 var bodySpecial = [256]bool{' ': true, '\t': true, '\r': true, '\n': true}
 
 func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
 	written := len(b)
+	if c.out == nil {
+		c.out = outBuffers.Get().([]byte)
+	}
 	if cap(c.out) < len(c.crlfBuf)+len(b) {
 		c.out = make([]byte, 0, len(c.crlfBuf)+len(b))
 	}
@@ -211,6 +222,10 @@ func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
 }
 
 func (c *relaxedBodyCanonicalizer) Close() error {
+	if c.out != nil && cap(c.out) <= maxPooledOut {
+		outBuffers.Put(c.out[:0])
+	}
+	c.out = nil
 	if c.written {
 		if _, err := c.w.Write([]byte(crlf)); err != nil {
 			return err
