@@ -12,6 +12,14 @@ import (
 	"time"
 )
 
+// guardedPipe returns the MTA's end of a connection and a frameGuard on
+// mxguard's end; both are closed when the test ends.
+func guardedPipe(t *testing.T) (mta net.Conn, g *frameGuard) {
+	mta, ours := net.Pipe()
+	t.Cleanup(func() { mta.Close(); ours.Close() })
+	return mta, &frameGuard{Conn: ours, log: slog.New(slog.DiscardHandler)}
+}
+
 // frame builds a milter frame: length, command, payload.
 func frame(cmd byte, payload []byte) []byte {
 	f := binary.BigEndian.AppendUint32(nil, uint32(1+len(payload)))
@@ -45,8 +53,7 @@ func TestGuardReadsFramesHoweverTheyArrive(t *testing.T) {
 		stream = append(stream, f...)
 	}
 	for _, maxPiece := range []int{1, 3, 100, inSize, 70000, len(stream)} {
-		mta, ours := net.Pipe()
-		g := &frameGuard{Conn: ours, log: slog.New(slog.DiscardHandler)}
+		mta, g := guardedPipe(t)
 		go func() {
 			defer mta.Close()
 			for rest := stream; len(rest) > 0; {
@@ -76,7 +83,7 @@ func TestGuardReadsFramesHoweverTheyArrive(t *testing.T) {
 		if g.through != 0 || len(g.pending) != 0 {
 			t.Errorf("pieces up to %d: %d bytes pending, %d to read through after the end", maxPiece, len(g.pending), g.through)
 		}
-		ours.Close()
+		g.Close()
 	}
 }
 
@@ -84,8 +91,7 @@ func TestGuardReadsFramesHoweverTheyArrive(t *testing.T) {
 // is an unexpected EOF, not a clean end.
 func TestGuardEndsInsideAFrame(t *testing.T) {
 	for _, cut := range []int{2, 6, inSize + 100} {
-		mta, ours := net.Pipe()
-		g := &frameGuard{Conn: ours, log: slog.New(slog.DiscardHandler)}
+		mta, g := guardedPipe(t)
 		f := frame('B', make([]byte, inSize+200))
 		go func() {
 			mta.Write(f[:cut])
@@ -95,7 +101,7 @@ func TestGuardEndsInsideAFrame(t *testing.T) {
 		if err != io.ErrUnexpectedEOF {
 			t.Errorf("hang-up after %d bytes: %v, want unexpected EOF", cut, err)
 		}
-		ours.Close()
+		g.Close()
 	}
 }
 
@@ -103,9 +109,7 @@ func TestGuardEndsInsideAFrame(t *testing.T) {
 // then its payload. The guard holds a header that announces a payload and
 // sends it with the payload; a frame without payload goes out at once.
 func TestGuardWritesWholeFrames(t *testing.T) {
-	mta, ours := net.Pipe()
-	defer mta.Close()
-	g := &frameGuard{Conn: ours, log: slog.New(slog.DiscardHandler)}
+	mta, g := guardedPipe(t)
 	got := make(chan []byte, 16)
 	go func() {
 		buf := make([]byte, 64)
@@ -178,15 +182,12 @@ func TestGuardWritesWholeFrames(t *testing.T) {
 	if b := read(len(want)); !bytes.Equal(b, want) {
 		t.Fatalf("the edits and the reply arrived as %q, want %q", b, want)
 	}
-	ours.Close()
 }
 
 // TestGuardChecksLongFrames: a MAIL longer than the read buffer is still
 // read whole and checked; one without its NUL closes the connection.
 func TestGuardChecksLongFrames(t *testing.T) {
-	mta, ours := net.Pipe()
-	defer ours.Close()
-	g := &frameGuard{Conn: ours, log: slog.New(slog.DiscardHandler)}
+	mta, g := guardedPipe(t)
 	go func() {
 		mta.Write(frame('M', bytes.Repeat([]byte("a"), 2*inSize)))
 		mta.Close()
