@@ -66,21 +66,19 @@ type frameGuard struct {
 const inSize = 4096
 
 func (g *frameGuard) Read(p []byte) (int, error) {
+	if len(g.pending) == 0 && g.err != nil {
+		return 0, g.err
+	}
 	if len(g.pending) == 0 && g.through > 0 {
 		n, err := g.readSocket(p[:min(len(p), g.through)])
 		g.through -= n
 		if err == io.EOF && g.through > 0 {
 			err = io.ErrUnexpectedEOF
 		}
-		if err != nil {
-			g.err = err
-		}
+		g.err = err
 		return n, err
 	}
 	if len(g.pending) == 0 {
-		if g.err != nil {
-			return 0, g.err
-		}
 		frame, err := g.readFrame()
 		if err != nil {
 			g.err = err // sticky: the connection is done
@@ -186,7 +184,9 @@ func (g *frameGuard) readSocket(p []byte) (int, error) {
 // 5-byte header (length, code) and then its payload; a header announcing a
 // payload is held and sent with it, in one system call. Modifications
 // (header edits and the like, only sent at end of message) are held too,
-// and go out with the final reply that always follows them.
+// and go out with the final reply that always follows them. go-milter
+// reads and writes a connection from one goroutine, so none of this state
+// needs a lock.
 func (g *frameGuard) Write(p []byte) (int, error) {
 	g.acking = false
 	if g.held {

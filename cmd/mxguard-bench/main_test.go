@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/d--j/go-milter"
+	"github.com/mxguard/mxguard/internal/enginetest"
 )
 
 var (
@@ -142,12 +143,7 @@ func TestServerFigures(t *testing.T) {
 }
 
 func TestClosedPort(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "inet:" + ln.Addr().String()
-	ln.Close()
+	addr := "inet:" + enginetest.ClosedPort(t)
 	rep, code, stderr := benchJSON(t, "-addr", addr, "-n", "5", "-c", "2", "-msg", plainMsg)
 	if code == 0 {
 		t.Error("exit 0 when every message failed")

@@ -8,13 +8,14 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/mail"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/enginetest"
 )
 
 // runJSON runs the command with -json, decodes its report into v and
@@ -132,12 +133,7 @@ func TestIdleRefused(t *testing.T) {
 }
 
 func TestIdleClosedPort(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "inet:" + ln.Addr().String()
-	ln.Close()
+	addr := "inet:" + enginetest.ClosedPort(t)
 	var rep idleReport
 	code, _ := runJSON(t, &rep, "-addr", addr, "-idle", "3", "-d", "10ms", "-msg", plainMsg)
 	if code != 1 || rep.Sessions != 0 || rep.Errors != 3 || !strings.Contains(rep.FirstError, "connection refused") {

@@ -7,6 +7,7 @@ package enginetest
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,4 +51,18 @@ func repoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// ClosedPort returns "127.0.0.1:PORT" for a port nothing listens on (it was
+// free a moment ago), for tests of a server that is down: connecting to it
+// is refused.
+func ClosedPort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }

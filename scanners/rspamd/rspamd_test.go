@@ -261,12 +261,7 @@ func TestCancel(t *testing.T) {
 
 func TestRefused(t *testing.T) {
 	noLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	ln.Close()
+	url := "http://" + enginetest.ClosedPort(t)
 	ev := check(&Client{URL: url}, context.Background(), ham, envelope)
 	if ev.Err == nil || errors.Is(ev.Err, ErrGarbage) || !strings.Contains(ev.Err.Error(), "refused") {
 		t.Errorf("Err = %v, want connection refused", ev.Err)

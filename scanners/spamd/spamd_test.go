@@ -331,12 +331,7 @@ func TestCancel(t *testing.T) {
 
 func TestRefused(t *testing.T) {
 	noLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "inet:" + ln.Addr().String()
-	ln.Close()
+	addr := "inet:" + enginetest.ClosedPort(t)
 	ev := check(&Client{Address: addr}, context.Background(), ham, "")
 	if ev.Err == nil || errors.Is(ev.Err, ErrGarbage) || !strings.Contains(ev.Err.Error(), "refused") {
 		t.Errorf("Err = %v, want connection refused", ev.Err)
