@@ -11,23 +11,34 @@ import (
 // body keeps the message body as the MTA sends it: in memory up to a
 // bound, then in a temporary file, so a 100 MB message costs disk, not
 // memory. The file is unlinked as soon as it is created: nothing is left
-// behind if mxguard dies. Readers share it through ReadAt, so concurrent
-// checks each stream the body without a copy per check.
+// behind if mxguard dies. Each check gets its own reader over the same
+// bytes, so concurrent checks stream the body without a copy per check.
+//
+// In memory the body is a list of pooled fixed-size chunks rather than one
+// slice: a slice grown to a megabyte by appending copies it again at
+// every doubling and leaves each smaller copy behind as garbage.
 type body struct {
 	dir   string // "" means os.TempDir()
 	limit int    // bytes kept in memory before spilling
 
-	mem  []byte
+	mem  [][]byte // full chunks, then the one being filled
 	file *os.File
 	size int64
 	err  error // the first write error: the body is incomplete
 }
 
+// bodyChunk is the size of the pooled chunks a body is kept in: a body of
+// one chunk (most mail) holds about its own size, as the pages of a chunk
+// that are never written are never touched.
+const bodyChunk = 32 << 10
+
+var bodyChunks = sync.Pool{New: func() any { return make([]byte, 0, bodyChunk) }}
+
 func (b *body) Write(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.file == nil && len(b.mem)+len(p) > b.limit {
+	if b.file == nil && b.size+int64(len(p)) > int64(b.limit) {
 		b.spill()
 		if b.err != nil {
 			return 0, b.err
@@ -41,12 +52,19 @@ func (b *body) Write(p []byte) (int, error) {
 		}
 		return n, b.err
 	}
-	if b.mem == nil {
-		b.mem = bodyBuffers.Get().([]byte)
+	n := len(p)
+	for len(p) > 0 {
+		last := len(b.mem) - 1
+		if last < 0 || len(b.mem[last]) == cap(b.mem[last]) {
+			b.mem = append(b.mem, bodyChunks.Get().([]byte))
+			last++
+		}
+		k := min(cap(b.mem[last])-len(b.mem[last]), len(p))
+		b.mem[last] = append(b.mem[last], p[:k]...)
+		p = p[k:]
 	}
-	b.mem = append(b.mem, p...)
-	b.size += int64(len(p))
-	return len(p), nil
+	b.size += int64(n)
+	return n, nil
 }
 
 // spill moves what is in memory to a new temporary file.
@@ -57,37 +75,46 @@ func (b *body) spill() {
 		return
 	}
 	os.Remove(f.Name())
-	if _, err := f.WriteAt(b.mem, 0); err != nil {
-		f.Close()
-		b.err = fmt.Errorf("spooling the message body: %w", err)
-		return
+	for _, c := range b.mem {
+		if _, err := f.Write(c); err != nil {
+			f.Close()
+			b.err = fmt.Errorf("spooling the message body: %w", err)
+			return
+		}
 	}
-	b.file, b.mem = f, nil
+	b.file = f
+	b.release()
 }
 
 func (b *body) Size() int64 { return b.size }
 
 func (b *body) Reader() io.Reader {
-	if b.file != nil {
+	switch {
+	case b.file != nil:
 		return io.NewSectionReader(b.file, 0, b.size)
+	case len(b.mem) == 1:
+		return bytes.NewReader(b.mem[0])
+	default:
+		return &chunkReader{chunks: b.mem}
 	}
-	return bytes.NewReader(b.mem)
 }
 
 // reset empties the body for the next message, releasing its file and
-// handing its buffer back to the pool: an idle session holds no body
-// memory, and a new one reuses a buffer instead of growing its own.
+// handing its chunks back to the pool: an idle session holds no body
+// memory.
 func (b *body) reset() {
 	if b.file != nil {
 		b.file.Close()
 	}
 	b.file, b.err, b.size = nil, nil, 0
-	if b.mem != nil {
-		if cap(b.mem) <= maxPooledBody {
-			bodyBuffers.Put(b.mem[:0])
-		}
-		b.mem = nil
+	b.release()
+}
+
+func (b *body) release() {
+	for _, c := range b.mem {
+		bodyChunks.Put(c[:0])
 	}
+	b.mem = nil
 }
 
 // abandon forgets the body without reusing its memory or closing its
@@ -97,9 +124,35 @@ func (b *body) abandon() {
 	b.mem, b.file, b.size = nil, nil, 0
 }
 
-// Pooled body buffers start at 32 KiB, and only those up to 64 KiB go
-// back: a session waiting in DATA should hold about its body, not the
-// largest body some earlier session needed.
-const maxPooledBody = 64 << 10
+// chunkReader reads a body kept in chunks. It never writes to the chunk
+// list, which other readers share.
+type chunkReader struct {
+	chunks [][]byte
+	i, off int // the next byte is chunks[i][off]
+}
 
-var bodyBuffers = sync.Pool{New: func() any { return make([]byte, 0, 32<<10) }}
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for r.i < len(r.chunks) && r.off == len(r.chunks[r.i]) {
+		r.i, r.off = r.i+1, 0
+	}
+	if r.i == len(r.chunks) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.chunks[r.i][r.off:])
+	r.off += n
+	return n, nil
+}
+
+// WriteTo hands w the chunks themselves, so io.Copy needs no buffer.
+func (r *chunkReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for ; r.i < len(r.chunks); r.i, r.off = r.i+1, 0 {
+		n, err := w.Write(r.chunks[r.i][r.off:])
+		total += int64(n)
+		if err != nil {
+			r.off += n
+			return total, err
+		}
+	}
+	return total, nil
+}

@@ -75,3 +75,50 @@ func TestBodySpoolFailureIsKept(t *testing.T) {
 		t.Error("the spool directory appeared")
 	}
 }
+
+// TestBodyInChunks: a body of several chunks, written in pieces that cross
+// chunk boundaries, reads back whole through Read and through WriteTo, by
+// several readers at once; then it spills, chunks and all.
+func TestBodyInChunks(t *testing.T) {
+	b := &body{dir: t.TempDir(), limit: 5 * bodyChunk}
+	want := make([]byte, 3*bodyChunk+123)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	for i := 0; i < len(want); i += 1000 {
+		b.Write(want[i:min(i+1000, len(want))])
+	}
+	if b.file != nil || len(b.mem) != 4 {
+		t.Fatalf("%d chunks in memory, file %v; want 4 and none", len(b.mem), b.file)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var got []byte
+			if i%2 == 0 {
+				var buf bytes.Buffer
+				io.Copy(&buf, b.Reader()) // WriteTo
+				got = buf.Bytes()
+			} else {
+				got, _ = io.ReadAll(struct{ io.Reader }{b.Reader()}) // Read alone
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("reader %d got %d bytes, want the %d written", i, len(got), len(want))
+			}
+		}()
+	}
+	wg.Wait()
+
+	more := bytes.Repeat([]byte("x"), 2*bodyChunk)
+	b.Write(more)
+	if b.file == nil || b.mem != nil {
+		t.Fatal("a body over the limit stayed in memory")
+	}
+	got, _ := io.ReadAll(b.Reader())
+	if !bytes.Equal(got, append(want, more...)) {
+		t.Errorf("after spilling: %d bytes read, want %d", len(got), len(want)+len(more))
+	}
+	b.reset()
+}
