@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ed25519"
 )
@@ -91,10 +92,43 @@ func queryDNSTXT(domain, selector string, txtLookup txtLookupFunc) (*queryResult
 	case 0:
 		return nil, permFailError("no valid key found")
 	case 1:
-		return parsePublicKey(txts[0])
+		return cachedPublicKey(txts[0])
 	default:
 		return nil, permFailError("multiple TXT records found for key")
 	}
+}
+
+// keyCache holds parsed keys by the text of their TXT record (mxguard's
+// patch, see ../PATCHES.md): a sender's key is parsed once, not for every
+// message it signs. It is keyed by the record itself, so a changed record
+// is parsed anew, and how long a record is believed stays the resolver's
+// business. Results are shared and never modified.
+var keyCache struct {
+	sync.Mutex
+	keys map[string]*queryResult
+}
+
+// maxCachedKeys bounds keyCache; when it is full it starts again empty.
+const maxCachedKeys = 1024
+
+func cachedPublicKey(s string) (*queryResult, error) {
+	keyCache.Lock()
+	res := keyCache.keys[s]
+	keyCache.Unlock()
+	if res != nil {
+		return res, nil
+	}
+	res, err := parsePublicKey(s)
+	if err != nil {
+		return nil, err
+	}
+	keyCache.Lock()
+	if keyCache.keys == nil || len(keyCache.keys) >= maxCachedKeys {
+		keyCache.keys = make(map[string]*queryResult)
+	}
+	keyCache.keys[s] = res
+	keyCache.Unlock()
+	return res, nil
 }
 
 func parsePublicKey(s string) (*queryResult, error) {
