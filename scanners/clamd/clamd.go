@@ -28,6 +28,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -169,11 +170,10 @@ func (c *Client) dial(ctx context.Context) (conn net.Conn, done func(), err erro
 
 // send writes the INSTREAM command, r in chunks and the terminator. It
 // stops, without the terminator, when r fails (readErr) or turns out
-// larger than MaxSize (tooLarge), or when a write fails (writeErr).
+// larger than MaxSize (tooLarge). The command goes out with the first
+// chunk and the terminator with the last, so a message of one chunk (most
+// mail) is one write.
 func (c *Client) send(conn net.Conn, r io.Reader) (tooLarge bool, readErr, writeErr error) {
-	if _, err := conn.Write([]byte("zINSTREAM\x00")); err != nil {
-		return false, nil, err
-	}
 	if c.MaxSize > 0 {
 		r = io.LimitReader(r, c.MaxSize+1)
 	}
@@ -181,29 +181,62 @@ func (c *Client) send(conn net.Conn, r io.Reader) (tooLarge bool, readErr, write
 	if size <= 0 {
 		size = defaultChunkSize
 	}
-	buf := make([]byte, 4+size)
+	b := chunkBuffer(size)
+	defer putChunkBuffer(b)
+	at := copy(b, instream) // where the next chunk's length goes
 	var sent int64
 	for {
-		n, rerr := io.ReadFull(r, buf[4:])
+		n, rerr := io.ReadFull(r, b[at+4:at+4+size])
+		end := at
 		if n > 0 {
 			sent += int64(n)
 			if c.MaxSize > 0 && sent > c.MaxSize {
 				return true, nil, nil
 			}
-			binary.BigEndian.PutUint32(buf, uint32(n))
-			if _, err := conn.Write(buf[:4+n]); err != nil {
+			binary.BigEndian.PutUint32(b[at:], uint32(n))
+			end = at + 4 + n
+		}
+		last := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+		if last {
+			end += copy(b[end:], terminator)
+		}
+		if end > 0 {
+			if _, err := conn.Write(b[:end]); err != nil {
 				return false, nil, err
 			}
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
+		if last {
+			return false, nil, nil
 		}
 		if rerr != nil {
 			return false, rerr, nil
 		}
+		at = 0
 	}
-	_, writeErr = conn.Write([]byte{0, 0, 0, 0})
-	return false, nil, writeErr
+}
+
+const instream = "zINSTREAM\x00"
+
+var terminator = []byte{0, 0, 0, 0}
+
+// chunkBuffers holds send's buffers for the default chunk size: room for
+// the command, a chunk with its length, and the terminator.
+var chunkBuffers = sync.Pool{New: func() any {
+	b := make([]byte, len(instream)+4+defaultChunkSize+len(terminator))
+	return &b
+}}
+
+func chunkBuffer(size int) []byte {
+	if size == defaultChunkSize {
+		return *chunkBuffers.Get().(*[]byte)
+	}
+	return make([]byte, len(instream)+4+size+len(terminator))
+}
+
+func putChunkBuffer(b []byte) {
+	if len(b) == len(instream)+4+defaultChunkSize+len(terminator) {
+		chunkBuffers.Put(&b)
+	}
 }
 
 // readReply reads clamd's answer, which ends with "\0", or with the

@@ -106,9 +106,10 @@ func (zeros) Read(p []byte) (int, error) {
 }
 
 // The bytes on the wire, checked by a fake clamd that decodes them.
+// TestScanProtocol: what clamd receives is the command, the message in
+// chunks of ChunkSize and the terminator, whatever the message's length.
 func TestScanProtocol(t *testing.T) {
 	checkNoLeak(t)
-	msg := strings.Repeat("0123456789", 10) // 100 bytes: 3 chunks of 40, 40, 20
 	type stream struct {
 		data   []byte
 		chunks []int
@@ -122,13 +123,26 @@ func TestScanProtocol(t *testing.T) {
 		streams <- stream{data, chunks}
 		conn.Write([]byte("stream: OK\x00"))
 	})
-	ev := (&Client{Address: addr, ChunkSize: 40}).Scan(t.Context(), strings.NewReader(msg), -1)
-	if ev.Result != Clean {
-		t.Fatalf("Scan = %+v, want Clean", ev)
-	}
-	s := <-streams
-	if got, chunks := s.data, s.chunks; string(got) != msg || !slices.Equal(chunks, []int{40, 40, 20}) {
-		t.Errorf("clamd got %q in chunks %v, want the message in chunks [40 40 20]", got, chunks)
+	for _, tt := range []struct {
+		size, chunkSize int
+		chunks          []int
+	}{
+		{100, 40, []int{40, 40, 20}},
+		{80, 40, []int{40, 40}}, // the last read finds nothing: the terminator goes alone
+		{0, 40, nil},
+		{100, 0, []int{100}}, // the default chunk size, from the pool
+		{defaultChunkSize + 1, 0, []int{defaultChunkSize, 1}},
+	} {
+		msg := strings.Repeat("0123456789", tt.size/10+1)[:tt.size]
+		ev := (&Client{Address: addr, ChunkSize: tt.chunkSize}).Scan(t.Context(), strings.NewReader(msg), -1)
+		if ev.Result != Clean {
+			t.Fatalf("%d bytes in chunks of %d: Scan = %+v, want Clean", tt.size, tt.chunkSize, ev)
+		}
+		s := <-streams
+		if got, chunks := s.data, s.chunks; string(got) != msg || !slices.Equal(chunks, tt.chunks) {
+			t.Errorf("%d bytes in chunks of %d: clamd got %d bytes in chunks %v, want the message in chunks %v",
+				tt.size, tt.chunkSize, len(got), chunks, tt.chunks)
+		}
 	}
 }
 
