@@ -368,17 +368,8 @@ func (d *daemon) openFiles() int {
 }
 
 func TestWireEngineFaults(t *testing.T) {
-	refused := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		return addr
-	}()
 	faults := []struct{ name, addr string }{
-		{"engine down", refused},
+		{"engine down", enginetest.ClosedPort(t)},
 		{"engine hangs", faultyEngine(t, false)},
 		{"engine answers garbage", faultyEngine(t, true)},
 	}
