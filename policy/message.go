@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Message is what the end-of-message stage knows of the message itself.
@@ -16,6 +17,11 @@ type Message struct {
 	// Abandoned is set when a check was cut off at its deadline while
 	// it may still read Body: the body's memory must not be reused.
 	Abandoned bool
+
+	// The header rendered for Raw, once for all the checks that read the
+	// message (DKIM, the engines, attachment rules), which run at once.
+	rawOnce sync.Once
+	rawHead []byte
 }
 
 // Body is the message body as the MTA sent it (CRLF line endings). Each
@@ -48,13 +54,20 @@ func (m *Message) Values(name string) []string {
 }
 
 // Raw returns the message as received, header and body, in RFC 5322 form
-// with CRLF line endings, and its length in bytes.
+// with CRLF line endings, and its length in bytes. The header is rendered
+// at the first call, for every later one: Headers must not change after
+// it. Concurrent calls are safe, and each reader starts at the beginning.
 func (m *Message) Raw() (io.Reader, int64) {
-	return rawMessage(m.Headers, m.Body)
+	m.rawOnce.Do(func() { m.rawHead = renderHeader(m.Headers) })
+	return rawWith(m.rawHead, m.Body)
 }
 
 // rawMessage renders headers and appends the body.
 func rawMessage(headers []Header, body Body) (io.Reader, int64) {
+	return rawWith(renderHeader(headers), body)
+}
+
+func renderHeader(headers []Header) []byte {
 	var h bytes.Buffer
 	for _, f := range headers {
 		h.WriteString(f.Name)
@@ -63,18 +76,22 @@ func rawMessage(headers []Header, body Body) (io.Reader, int64) {
 		h.WriteString("\r\n")
 	}
 	h.WriteString("\r\n")
+	return h.Bytes()
+}
+
+func rawWith(head []byte, body Body) (io.Reader, int64) {
 	if body == nil {
-		return &h, int64(h.Len())
+		return bytes.NewReader(head), int64(len(head))
 	}
-	n := int64(h.Len()) + body.Size()
-	return &raw{head: &h, body: body.Reader()}, n
+	n := int64(len(head)) + body.Size()
+	return &raw{head: bytes.NewReader(head), body: body.Reader()}, n
 }
 
 // raw is the header then the body. Unlike io.MultiReader, whose WriteTo
 // allocates a 32 KiB buffer per call, it hands the body to the writer
 // through the body's own WriteTo where it has one (a bytes.Reader does).
 type raw struct {
-	head *bytes.Buffer
+	head *bytes.Reader
 	body io.Reader
 }
 
