@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"slices"
 	"sort"
@@ -84,7 +85,7 @@ func rawWith(head []byte, body Body) (io.Reader, int64) {
 		return bytes.NewReader(head), int64(len(head))
 	}
 	n := int64(len(head)) + body.Size()
-	return &raw{head: bytes.NewReader(head), body: body.Reader()}, n
+	return &raw{head: bytes.NewReader(head), src: body, body: body.Reader()}, n
 }
 
 // raw is the header then the body. Unlike io.MultiReader, whose WriteTo
@@ -92,7 +93,20 @@ func rawWith(head []byte, body Body) (io.Reader, int64) {
 // through the body's own WriteTo where it has one (a bytes.Reader does).
 type raw struct {
 	head *bytes.Reader
-	body io.Reader
+	src  Body
+	body io.Reader // src's, being read
+}
+
+// Seek takes r back to the start of the message, for an engine client
+// that sends it again (clamd's, when its session closed under it). No
+// other seek is supported.
+func (r *raw) Seek(offset int64, whence int) (int64, error) {
+	if offset != 0 || whence != io.SeekStart {
+		return 0, errors.New("policy: a message can only be read again from its start")
+	}
+	r.head.Seek(0, io.SeekStart) // cannot fail
+	r.body = r.src.Reader()
+	return 0, nil
 }
 
 func (r *raw) Read(p []byte) (int, error) {

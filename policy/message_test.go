@@ -42,3 +42,34 @@ func TestRawForConcurrentChecks(t *testing.T) {
 		t.Errorf("without a body: %q", got)
 	}
 }
+
+// TestRawRewinds: an engine client that sends the message again (clamd's,
+// when its session closed under it) reads it whole from its start, with
+// or without a body; any other seek is refused.
+func TestRawRewinds(t *testing.T) {
+	headers := []Header{{"From", " a@example.com"}}
+	for _, body := range []Body{stringBody("Hello.\r\n"), nil} {
+		r, _ := (&Message{Headers: headers, Body: body}).Raw()
+		first, _ := io.ReadAll(io.LimitReader(r, 9)) // part of the header
+		sk, ok := r.(io.Seeker)
+		if !ok {
+			t.Fatalf("body %v: Raw's reader is no io.Seeker", body)
+		}
+		if n, err := sk.Seek(0, io.SeekStart); n != 0 || err != nil {
+			t.Fatalf("body %v: Seek(0, start) = %d, %v", body, n, err)
+		}
+		whole, _ := io.ReadAll(r)
+		want := "From: a@example.com\r\n\r\n"
+		if body != nil {
+			want += "Hello.\r\n"
+		}
+		if string(first) != want[:9] || string(whole) != want {
+			t.Errorf("body %v: read %q, then after the rewind %q; want %q", body, first, whole, want)
+		}
+		if body != nil {
+			if _, err := sk.Seek(3, io.SeekStart); err == nil {
+				t.Error("Seek(3, start) did not fail")
+			}
+		}
+	}
+}

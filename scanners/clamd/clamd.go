@@ -5,11 +5,14 @@
 //
 // The protocol is clamd(8) "INSTREAM": the command "zINSTREAM\0", then
 // chunks, each a 4-byte big-endian length followed by that many bytes, then
-// a zero length. clamd answers once, ending with "\0", and closes:
+// a zero length. clamd answers once, ending with "\0":
 //
 //	stream: OK
 //	stream: Eicar-Test-Signature FOUND
 //	INSTREAM size limit exceeded. ERROR
+//
+// The scans run in clamd sessions (zIDSESSION), which a Client keeps open
+// between scans; see session.go.
 //
 // Failures of clamd are sorted into ErrUnreachable, ErrTimeout, ErrGarbage
 // and ErrEngine, so that policy can act on each differently; a failure to
@@ -68,7 +71,9 @@ type Evidence struct {
 }
 
 // Client talks to one clamd. Its zero value is not usable: Address is
-// required. A Client holds no connection and is safe for concurrent use.
+// required. A Client is safe for concurrent use and must not be copied
+// after its first scan: it keeps the connections of finished scans open
+// for the next ones (Close closes them).
 type Client struct {
 	// Address is where clamd listens, in Postfix notation:
 	// "unix:/run/clamav/clamd.ctl" or "inet:127.0.0.1:3310".
@@ -78,56 +83,117 @@ type Client struct {
 	MaxSize int64
 	// ChunkSize is the size of the INSTREAM chunks; 64 KiB if 0.
 	ChunkSize int
+
+	pool pool // idle sessions; see session.go
 }
 
 // Scan streams the message in r, size bytes long, to clamd. A size of -1
 // means unknown; MaxSize is then enforced while streaming. Waiting for
 // clamd never lasts past ctx's deadline, or defaultTimeout when ctx has
-// none; reading r is not bounded by it.
+// none; reading r is not bounded by it. If r is an io.Seeker, a scan
+// whose reused session turns out closed by clamd, with no answer, is sent
+// again on a new connection.
 func (c *Client) Scan(ctx context.Context, r io.Reader, size int64) Evidence {
 	if c.MaxSize > 0 && size > c.MaxSize {
 		return Evidence{Result: Skipped, Detail: "too large"}
 	}
-	conn, done, err := c.dial(ctx)
-	if err != nil {
-		return errorEvidence(err, "")
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	for retried := false; ; retried = true {
+		s, err := c.session(ctx)
+		if err != nil {
+			return errorEvidence(err, "")
+		}
+		reused := s.sent > 0
+		done := s.bind(ctx)
+		ev, next := c.scan(ctx, s, r)
+		if done() && next == keep {
+			c.pool.put(s)
+		} else {
+			s.conn.Close()
+		}
+		if next == retry && reused && !retried && rewind(r) {
+			continue
+		}
+		return ev
 	}
-	defer done()
+}
 
-	tooLarge, readErr, sendErr := c.send(conn, r)
+// After a command, a session is kept for the next, dropped, or dropped
+// and its command worth sending again: clamd closed it without an answer.
+type outcome int
+
+const (
+	keep outcome = iota
+	drop
+	retry
+)
+
+// scan runs one INSTREAM command on s. The session is kept only after an
+// answer that says clamd scanned the message.
+func (c *Client) scan(ctx context.Context, s *session, r io.Reader) (Evidence, outcome) {
+	tooLarge, readErr, sendErr := c.send(s, r)
 	if tooLarge {
-		return Evidence{Result: Skipped, Detail: "too large"}
+		return Evidence{Result: Skipped, Detail: "too large"}, drop
 	}
 	if readErr != nil {
-		return errorEvidence(fmt.Errorf("clamd: reading the message: %w", readErr), "")
+		return errorEvidence(fmt.Errorf("clamd: reading the message: %w", readErr), ""), drop
 	}
 	// A failed write may be clamd having answered and closed early (its
 	// size limit): the answer is still worth reading.
-	reply, err := readReply(conn)
+	reply, err := s.readReply()
 	if err != nil {
 		if sendErr != nil {
 			err = sendErr
 		}
-		return errorEvidence(c.wrap(ctx, err), "")
+		next := drop
+		if ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, ErrGarbage) {
+			next = retry
+		}
+		return errorEvidence(c.wrap(ctx, err), ""), next
+	}
+	reply, num := unnumber(reply)
+	if num >= 0 && num != s.sent {
+		err := fmt.Errorf("%w: answer %d to command %d of the session: %q", ErrGarbage, num, s.sent, reply)
+		return errorEvidence(c.wrap(ctx, err), reply), drop
 	}
 	ev := parseReply(reply)
 	if ev.Err != nil {
 		ev.Err = c.wrap(ctx, ev.Err)
 	}
-	return ev
+	if num == s.sent && sendErr == nil && (ev.Result == Clean || ev.Result == Infected) {
+		return ev, keep
+	}
+	return ev, drop
 }
 
-// Ping asks clamd whether it is up: nil if it answers PONG.
+// rewind takes r back to its start for a second attempt, if it can.
+func rewind(r io.Reader) bool {
+	sk, ok := r.(io.Seeker)
+	if !ok {
+		return false
+	}
+	_, err := sk.Seek(0, io.SeekStart)
+	return err == nil
+}
+
+// Ping asks clamd whether it is up: nil if it answers PONG. It always
+// opens a connection of its own, so that it tests that clamd accepts them.
 func (c *Client) Ping(ctx context.Context) error {
-	conn, done, err := c.dial(ctx)
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	conn, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
+	defer conn.Close()
+	s := &session{conn: conn}
+	done := s.bind(ctx)
 	defer done()
 	if _, err := conn.Write([]byte("zPING\x00")); err != nil {
 		return c.wrap(ctx, err)
 	}
-	reply, err := readReply(conn)
+	reply, err := s.readReply()
 	if err != nil {
 		return c.wrap(ctx, err)
 	}
@@ -137,43 +203,36 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
-// dial connects to clamd and ties the connection to ctx: a deadline
-// and, when ctx ends early, an immediate one. done releases both.
-func (c *Client) dial(ctx context.Context) (conn net.Conn, done func(), err error) {
-	network, addr, err := ParseAddress(c.Address)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+// withDefaultTimeout gives ctx a deadline, defaultTimeout, if it has none.
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
 	}
-	cancel := func() {}
-	if _, ok := ctx.Deadline(); !ok {
-		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
-	}
-	var d net.Dialer
-	conn, err = d.DialContext(ctx, network, addr)
-	if err != nil {
-		err = c.wrap(ctx, err)
-		cancel()
-		return nil, nil, err
-	}
-	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
-	// Cancelling ctx unblocks the reads and writes in progress. The
-	// function runs, in its own short-lived goroutine, only if ctx ends
-	// before done.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	return conn, func() {
-		stop()
-		cancel()
-		conn.Close()
-	}, nil
+	return context.WithTimeout(ctx, defaultTimeout)
 }
 
-// send writes the INSTREAM command, r in chunks and the terminator. It
-// stops, without the terminator, when r fails (readErr) or turns out
-// larger than MaxSize (tooLarge). The command goes out with the first
-// chunk and the terminator with the last, so a message of one chunk (most
-// mail) is one write.
-func (c *Client) send(conn net.Conn, r io.Reader) (tooLarge bool, readErr, writeErr error) {
+// dial connects to clamd.
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	network, addr, err := ParseAddress(c.Address)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, c.wrap(ctx, err)
+	}
+	c.pool.dials.Add(1)
+	return conn, nil
+}
+
+// send writes the INSTREAM command, r in chunks and the terminator, on
+// s; the command opening the session goes first if it is new. It stops,
+// without the terminator, when r fails (readErr) or turns out larger
+// than MaxSize (tooLarge). The commands go out with the first chunk and
+// the terminator with the last, so a message of one chunk (most mail) is
+// one write.
+func (c *Client) send(s *session, r io.Reader) (tooLarge bool, readErr, writeErr error) {
 	if c.MaxSize > 0 {
 		r = io.LimitReader(r, c.MaxSize+1)
 	}
@@ -183,7 +242,12 @@ func (c *Client) send(conn net.Conn, r io.Reader) (tooLarge bool, readErr, write
 	}
 	b := chunkBuffer(size)
 	defer putChunkBuffer(b)
-	at := copy(b, instream) // where the next chunk's length goes
+	at := 0 // where the next chunk's length goes
+	if s.sent == 0 {
+		at += copy(b, idsession)
+	}
+	at += copy(b[at:], instream)
+	s.sent++
 	var sent int64
 	for {
 		n, rerr := io.ReadFull(r, b[at+4:at+4+size])
@@ -201,7 +265,7 @@ func (c *Client) send(conn net.Conn, r io.Reader) (tooLarge bool, readErr, write
 			end += copy(b[end:], terminator)
 		}
 		if end > 0 {
-			if _, err := conn.Write(b[:end]); err != nil {
+			if _, err := s.conn.Write(b[:end]); err != nil {
 				return false, nil, err
 			}
 		}
@@ -215,14 +279,22 @@ func (c *Client) send(conn net.Conn, r io.Reader) (tooLarge bool, readErr, write
 	}
 }
 
-const instream = "zINSTREAM\x00"
+const (
+	idsession = "zIDSESSION\x00"
+	instream  = "zINSTREAM\x00"
+)
 
 var terminator = []byte{0, 0, 0, 0}
 
-// chunkBuffers holds send's buffers for the default chunk size: room for
-// the command, a chunk with its length, and the terminator.
+// bufferSize is the size of send's buffer for chunks of size: room for
+// the commands, a chunk with its length, and the terminator.
+func bufferSize(size int) int {
+	return len(idsession) + len(instream) + 4 + size + len(terminator)
+}
+
+// chunkBuffers holds send's buffers for the default chunk size.
 var chunkBuffers = sync.Pool{New: func() any {
-	b := make([]byte, len(instream)+4+defaultChunkSize+len(terminator))
+	b := make([]byte, bufferSize(defaultChunkSize))
 	return &b
 }}
 
@@ -230,19 +302,22 @@ func chunkBuffer(size int) []byte {
 	if size == defaultChunkSize {
 		return *chunkBuffers.Get().(*[]byte)
 	}
-	return make([]byte, len(instream)+4+size+len(terminator))
+	return make([]byte, bufferSize(size))
 }
 
 func putChunkBuffer(b []byte) {
-	if len(b) == len(instream)+4+defaultChunkSize+len(terminator) {
+	if len(b) == bufferSize(defaultChunkSize) {
 		chunkBuffers.Put(&b)
 	}
 }
 
 // readReply reads clamd's answer, which ends with "\0", or with the
 // connection from a clamd that does not mirror the z prefix.
-func readReply(conn net.Conn) (string, error) {
-	line, err := bufio.NewReaderSize(conn, maxReply).ReadSlice(0)
+func (s *session) readReply() (string, error) {
+	if s.r == nil {
+		s.r = bufio.NewReaderSize(s.conn, maxReply)
+	}
+	line, err := s.r.ReadSlice(0)
 	if err == bufio.ErrBufferFull {
 		return "", fmt.Errorf("%w: an answer longer than %d bytes", ErrGarbage, maxReply)
 	}

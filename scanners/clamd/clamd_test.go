@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -70,6 +71,7 @@ func TestScanRealClamd(t *testing.T) {
 			t.Run(kind+"/"+tt.name, func(t *testing.T) {
 				checkNoLeak(t)
 				c := &Client{Address: addr, ChunkSize: tt.chunkSize}
+				defer c.Close()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				ev := c.Scan(ctx, strings.NewReader(tt.msg), int64(len(tt.msg)))
@@ -78,6 +80,21 @@ func TestScanRealClamd(t *testing.T) {
 				}
 			})
 		}
+		// One Client, one clamd session for every message.
+		t.Run(kind+"/one session", func(t *testing.T) {
+			checkNoLeak(t)
+			c := &Client{Address: addr}
+			defer c.Close()
+			for _, tt := range append(tests, tests...) {
+				ev := c.Scan(t.Context(), strings.NewReader(tt.msg), int64(len(tt.msg)))
+				if ev.Result != tt.want || ev.Signature != tt.signature || ev.Err != nil {
+					t.Errorf("%s: Scan = %+v, want %s %q", tt.name, ev, tt.want, tt.signature)
+				}
+			}
+			if n := c.pool.dials.Load(); n != 1 {
+				t.Errorf("%d connections for %d scans, want 1", n, 2*len(tests))
+			}
+		})
 		t.Run(kind+"/ping", func(t *testing.T) {
 			if err := (&Client{Address: addr}).Ping(context.Background()); err != nil {
 				t.Error(err)
@@ -91,10 +108,19 @@ func TestScanRealClamd(t *testing.T) {
 func TestScanRealClamdStreamLimit(t *testing.T) {
 	checkNoLeak(t)
 	c := &Client{Address: enginetest.Clamd(t)}
+	defer c.Close()
 	size := int64(26 << 20)
 	ev := c.Scan(t.Context(), io.LimitReader(zeros{}, size), size)
 	if ev.Result != Error || !errors.Is(ev.Err, ErrEngine) || ev.Detail != "INSTREAM size limit exceeded. ERROR" {
 		t.Errorf("Scan = %+v, want Error, ErrEngine and clamd's answer", ev)
+	}
+	// clamd closed that session; the next scan opens another.
+	msg := eicarInBody()
+	if ev := c.Scan(t.Context(), strings.NewReader(msg), int64(len(msg))); ev.Result != Infected {
+		t.Errorf("the scan after it = %+v, want Infected", ev)
+	}
+	if n := c.pool.dials.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
 	}
 }
 
@@ -147,11 +173,21 @@ func TestScanProtocol(t *testing.T) {
 }
 
 // readInstream reads what a client sends for zINSTREAM: the command, then
-// chunks up to the zero-length one.
+// chunks up to the zero-length one. The zIDSESSION that opens a
+// connection is skipped.
 func readInstream(conn net.Conn) (data []byte, chunks []int, err error) {
 	cmd := make([]byte, len("zINSTREAM\x00"))
 	if _, err := io.ReadFull(conn, cmd); err != nil {
 		return nil, nil, err
+	}
+	if string(cmd) == "zIDSESSION\x00"[:len(cmd)] {
+		rest := make([]byte, len("zIDSESSION\x00")-len(cmd))
+		if _, err := io.ReadFull(conn, rest); err != nil || string(rest) != "\x00" {
+			return nil, nil, fmt.Errorf("bad command %q%q", cmd, rest)
+		}
+		if _, err := io.ReadFull(conn, cmd); err != nil {
+			return nil, nil, err
+		}
 	}
 	if string(cmd) != "zINSTREAM\x00" {
 		return nil, nil, errors.New("bad command " + string(cmd))
@@ -284,7 +320,7 @@ func TestScanMaxSize(t *testing.T) {
 	if ev.Result != Skipped || ev.Detail != "too large" || ev.Err != nil {
 		t.Errorf("Scan of an unknown size = %+v, want Skipped, too large", ev)
 	}
-	if got, want := <-sent, "zINSTREAM\x00\x00\x00\x00\x04elev\x00\x00\x00\x04en b"; string(got) != want {
+	if got, want := <-sent, "zIDSESSION\x00zINSTREAM\x00\x00\x00\x00\x04elev\x00\x00\x00\x04en b"; string(got) != want {
 		t.Errorf("clamd got %q, want %q: the command and 8 bytes", got, want)
 	}
 }
@@ -412,4 +448,166 @@ func checkNoLeak(t *testing.T) {
 		buf := make([]byte, 1<<16)
 		t.Errorf("%d goroutines before, %d after:\n%s", before, now, buf[:runtime.Stack(buf, true)])
 	})
+}
+
+// sessionClamd is a fake clamd that keeps the connection: it answers the
+// nth INSTREAM on it with reply(n), and closes it when reply says "",
+// or after the answer if it ends with "|close".
+func sessionClamd(t *testing.T, reply func(n int) string) string {
+	return fakeClamd(t, func(conn net.Conn) {
+		for n := 1; ; n++ {
+			if _, _, err := readInstream(conn); err != nil {
+				return
+			}
+			r := reply(n)
+			if r == "" {
+				return
+			}
+			r, closing := strings.CutSuffix(r, "|close")
+			conn.Write([]byte(r))
+			if closing {
+				return
+			}
+		}
+	})
+}
+
+func numbered(n int) string { return fmt.Sprintf("%d: stream: OK\x00", n) }
+
+// Scans share a session while clamd answers each with its number and a
+// verdict; anything else costs the session, never the next scan.
+func TestScanSessions(t *testing.T) {
+	tests := []struct {
+		name  string
+		reply func(n int) string
+		first Result // the first scan's result
+		dials int64  // connections for three scans
+	}{
+		{"reused", numbered, Clean, 1},
+		// clamd closes the session while it waits: the scan finds it
+		// closed, or has sent its command already and sends it again on
+		// a new connection (rewinding the strings.Reader).
+		{"clamd closes the idle session", func(n int) string { return numbered(n) + "|close" }, Clean, 3},
+		// clamd closes it on the next command, unanswered: sent again.
+		{"clamd ends the session", func(n int) string {
+			if n > 1 {
+				return ""
+			}
+			return numbered(n)
+		}, Clean, 3},
+		{"no number", func(int) string { return "stream: OK\x00" }, Clean, 3},
+		{"infected", func(n int) string { return fmt.Sprintf("%d: stream: Eicar FOUND\x00", n) }, Infected, 1},
+		{"an error", func(n int) string { return fmt.Sprintf("%d: stream: Can't allocate memory ERROR\x00", n) }, Error, 3},
+		{"another number", func(n int) string { return fmt.Sprintf("%d: stream: OK\x00", n+1) }, Error, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkNoLeak(t)
+			c := &Client{Address: sessionClamd(t, tt.reply)}
+			defer c.Close()
+			for i := range 3 {
+				ev := c.Scan(t.Context(), strings.NewReader("hello"), 5)
+				if i == 0 && ev.Result != tt.first {
+					t.Errorf("first scan = %+v, want %s", ev, tt.first)
+				}
+				if i > 0 && ev.Result != tt.first {
+					t.Errorf("scan %d = %+v, want %s like the first", i+1, ev, tt.first)
+				}
+			}
+			if n := c.pool.dials.Load(); n != tt.dials {
+				t.Errorf("%d connections for three scans, want %d", n, tt.dials)
+			}
+		})
+	}
+}
+
+// A session idle for longer than idleFor is closed, not used; Close
+// closes the idle ones.
+func TestScanSessionsExpire(t *testing.T) {
+	checkNoLeak(t)
+	ended := make(chan struct{}, 2)
+	addr := fakeClamd(t, func(conn net.Conn) {
+		defer func() { ended <- struct{}{} }()
+		for n := 1; ; n++ {
+			if _, _, err := readInstream(conn); err != nil {
+				return
+			}
+			conn.Write([]byte(numbered(n)))
+		}
+	})
+	c := &Client{Address: addr}
+	scan := func() {
+		t.Helper()
+		if ev := c.Scan(t.Context(), strings.NewReader("hello"), 5); ev.Result != Clean {
+			t.Fatalf("Scan = %+v, want Clean", ev)
+		}
+	}
+	scan()
+	c.pool.idle[0].idle = time.Now().Add(-2 * idleFor)
+	scan()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stale session was not closed")
+	}
+	if n := c.pool.dials.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+	c.Close()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close left the idle session open")
+	}
+	// After Close, scans still work, each on a connection of its own.
+	scan()
+	if len(c.pool.idle) != 0 {
+		t.Errorf("%d sessions kept after Close", len(c.pool.idle))
+	}
+}
+
+// Without a reader that can rewind, a scan whose session clamd closed
+// unanswered is not sent again: an error, and the next scan opens a new one.
+func TestScanSessionNoRewind(t *testing.T) {
+	checkNoLeak(t)
+	c := &Client{Address: sessionClamd(t, func(n int) string {
+		if n > 1 {
+			return ""
+		}
+		return numbered(n)
+	})}
+	defer c.Close()
+	once := func() io.Reader { return io.MultiReader(strings.NewReader("hello")) }
+	for i, want := range []Result{Clean, Error, Clean} {
+		if ev := c.Scan(t.Context(), once(), 5); ev.Result != want || (want == Error && !errors.Is(ev.Err, ErrUnreachable)) {
+			t.Errorf("scan %d = %+v, want %s", i+1, ev, want)
+		}
+	}
+}
+
+// A scan cut off by its context does not return its session to the pool.
+func TestScanSessionCancelled(t *testing.T) {
+	checkNoLeak(t)
+	hang := make(chan struct{})
+	defer close(hang)
+	addr := sessionClamd(t, func(n int) string {
+		if n == 2 {
+			<-hang
+			return ""
+		}
+		return numbered(n)
+	})
+	c := &Client{Address: addr}
+	defer c.Close()
+	if ev := c.Scan(t.Context(), strings.NewReader("hello"), 5); ev.Result != Clean {
+		t.Fatalf("first scan = %+v, want Clean", ev)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if ev := c.Scan(ctx, strings.NewReader("hello"), 5); !errors.Is(ev.Err, ErrTimeout) {
+		t.Fatalf("second scan = %+v, want ErrTimeout", ev)
+	}
+	if len(c.pool.idle) != 0 {
+		t.Errorf("the timed-out session went back to the pool")
+	}
 }
