@@ -41,6 +41,9 @@
 #   BENCH_DNS          the DNS server's loopback address (default 127.0.0.153)
 #   BENCH_PORT         first of six milter ports on 127.0.0.1 (default 24890)
 #   BENCH_CLAMD_PORT   the bench's clamd (default 13330)
+#   BENCH_CLAMD_SOCKET how both virus milters reach clamd: unix (default,
+#                      clamd's local socket, as Debian sets up clamd and
+#                      clamav-milter) or inet (TCP on BENCH_CLAMD_PORT)
 #   BENCH_CORPUS       the messages and zone (default testdata/bench)
 #   BENCH_IDLE         sessions held in DATA by the memory test (default
 #                      1000; 0 skips the memory tests)
@@ -61,6 +64,7 @@ BENCH_MESSAGES=${BENCH_MESSAGES:-plain-2k newsletter-30k attachment-1m eicar}
 BENCH_DNS=${BENCH_DNS:-127.0.0.153}
 BENCH_PORT=${BENCH_PORT:-24890}
 BENCH_CLAMD_PORT=${BENCH_CLAMD_PORT:-13330}
+BENCH_CLAMD_SOCKET=${BENCH_CLAMD_SOCKET:-unix}
 BENCH_IDLE=${BENCH_IDLE:-1000}
 BENCH_HOLD=${BENCH_HOLD:-5s}
 BENCH_BIG=${BENCH_BIG:-100MB}
@@ -199,7 +203,7 @@ in_ns=(unshare --mount --propagation private -- /bin/sh -c
 # config TEMPLATE OUT PORT: a peer's configuration, its @NAMES@ filled in.
 config() {
 	sed -e "s|@PORT@|$3|g" -e "s|@STATE@|$STATE|g" -e "s|@DNS_IP@|$BENCH_DNS|g" \
-		-e "s|@CLAMD_PORT@|$BENCH_CLAMD_PORT|g" "$TEMPLATES/$1" >"$2"
+		-e "s|@CLAMD_SOCKET@|$clamav_milter_clamd|g" "$TEMPLATES/$1" >"$2"
 	! grep -v '^#' "$2" | grep -q '@[A-Z_]*@' || die "$2: a @NAME@ is left unfilled"
 }
 
@@ -239,6 +243,7 @@ for f in plain-2k.eml newsletter-30k.eml attachment-1m.eml zone.txt; do
 done
 [[ $BENCH_DNS =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "BENCH_DNS must be a loopback address 127.x.y.z, not $BENCH_DNS"
 [[ $BENCH_PORT =~ ^[0-9]+$ && $BENCH_CLAMD_PORT =~ ^[0-9]+$ ]] || die "BENCH_PORT and BENCH_CLAMD_PORT must be port numbers"
+[[ $BENCH_CLAMD_SOCKET == unix || $BENCH_CLAMD_SOCKET == inet ]] || die "BENCH_CLAMD_SOCKET must be unix or inet, not $BENCH_CLAMD_SOCKET"
 # seconds DURATION: 5s, 500ms or 1m in seconds; nothing for anything else.
 seconds() {
 	awk -v d="$1" 'BEGIN {
@@ -293,11 +298,16 @@ done
 [ "$("${in_ns[@]}" cat /etc/resolv.conf 2>"$STATE/ns.log")" = "nameserver $BENCH_DNS" ] ||
 	fail "cannot run a program in a mount namespace with its own /etc/resolv.conf (unshare -m)" "$STATE/ns.log"
 
-# --- clamd, for the virus milters.
-clamd=""
+# --- clamd, for the virus milters: both reach it the same way, its local
+# socket or TCP. On the local socket clamav-milter passes clamd the message
+# in a file (FILDES), and mxguard streams it (INSTREAM).
+clamd=$(scripts/engines/clamd.sh address "$BENCH_CLAMD_SOCKET")
 if has mxguard+clamd || has clamav-milter; then
-	clamd=$(scripts/engines/clamd.sh start 2>"$STATE/clamd-start.log") || fail "clamd did not start" "$STATE/clamd-start.log"
+	clamd=$(scripts/engines/clamd.sh start "$BENCH_CLAMD_SOCKET" 2>"$STATE/clamd-start.log") ||
+		fail "clamd did not start" "$STATE/clamd-start.log"
 fi
+# clamav-milter's notation: unix:/path, or tcp:host:port for our inet:host:port
+clamav_milter_clamd=${clamd/#inet:/tcp:}
 clamd_pid() { cat "$MXGUARD_ENGINES_DIR/clamd/clamd.pid" 2>/dev/null || true; }
 
 # --- The milters.
@@ -322,7 +332,7 @@ start_milter() {
 		conf=$STATE/$name${suffix:+-$suffix}.toml db=$STATE/$name${suffix:+-$suffix}.db
 		# max_sessions: the memory test holds BENCH_IDLE sessions at once
 		sed -e "s|@LISTEN@|inet:127.0.0.1:$port|" -e "s|@DB@|$db|" -e "s|@DNS@|$BENCH_DNS:53|" \
-			-e "s|@VIRUS_ENGINE@|$engine|" -e "s|@CLAMD@|${clamd:-inet:127.0.0.1:$BENCH_CLAMD_PORT}|" \
+			-e "s|@VIRUS_ENGINE@|$engine|" -e "s|@CLAMD@|$clamd|" \
 			-e "s|@MAX_SESSIONS@|$((BENCH_IDLE > 900 ? BENCH_IDLE + 100 : 1000))|" -e "s|@SPOOL@|$STATE/tmp|" \
 			"$TEMPLATES/mxguard.toml" >"$conf"
 		"$BIN/mxguard" check-config -config "$conf" >/dev/null 2>"$STATE/check-config.log" ||
