@@ -131,8 +131,8 @@ const (
 	retry
 )
 
-// scan runs one INSTREAM command on s. The session is kept only after an
-// answer that says clamd scanned the message.
+// scan runs one INSTREAM or FILDES command on s. The session is kept only
+// after an answer that says clamd scanned the message.
 func (c *Client) scan(ctx context.Context, s *session, r io.Reader, size int64) (Evidence, outcome) {
 	var tooLarge bool
 	var readErr, sendErr error
@@ -145,7 +145,7 @@ func (c *Client) scan(ctx context.Context, s *session, r io.Reader, size int64) 
 		return Evidence{Result: Skipped, Detail: "too large"}, drop
 	}
 	if readErr != nil {
-		return errorEvidence(fmt.Errorf("clamd: reading the message: %w", readErr), ""), drop
+		return errorEvidence(fmt.Errorf("clamd: preparing the message: %w", readErr), ""), drop
 	}
 	// A failed write may be clamd having answered and closed early (its
 	// size limit): the answer is still worth reading.
@@ -305,11 +305,16 @@ func passFile(s *session, size int64) bool {
 	return unix && size >= 0 && size <= maxPassed && !noDescriptors
 }
 
-// sendFile sends the FILDES command on s, then r in a file.
+// sendFile sends the FILDES command on s, then r in a file. A failure to
+// make the file counts as one to read r: nothing was sent, and no answer
+// is to be waited for.
 func (c *Client) sendFile(s *session, r io.Reader) (readErr, writeErr error) {
 	f, readErr, err := messageFile(r)
-	if readErr != nil || err != nil {
-		return readErr, err
+	if err != nil {
+		return fmt.Errorf("a file in memory for clamd: %w", err), nil
+	}
+	if readErr != nil {
+		return readErr, nil
 	}
 	defer f.Close() // once sent, clamd holds its own reference
 	cmd := fildes
