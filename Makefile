@@ -50,7 +50,8 @@ test: deps test-third-party
 # with the upstream code it replaces.
 test-third-party:
 	cd third_party/go-msgauth && $(GO) vet ./... && $(GO) test -race -count=1 ./... && \
-		$(GO) test -run '^$$' -fuzz FuzzBodyCanonicalizers -fuzztime 10s ./dkim
+		$(GO) test -run '^$$' -fuzz FuzzBodyCanonicalizers -fuzztime 10s ./dkim && \
+		$(GO) test -run '^$$' -fuzz FuzzHeaderFunctions -fuzztime 10s ./dkim
 
 demo: build
 	$(GO) build -o $(BIN)/mxguard-testdns ./cmd/mxguard-testdns
