@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"unicode"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
@@ -80,8 +81,23 @@ type Signature struct {
 // revoked): there is no key to verify with, so the signature was never
 // checked, which is RFC 8601's permerror and not its fail.
 func Verify(ctx context.Context, res TXTResolver, msg io.Reader) ([]Signature, error) {
-	br := bufio.NewReader(msg)
-	header, fields, err := readHeader(br)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(msg)
+	defer func() {
+		br.Reset(nil)
+		readers.Put(br)
+	}()
+	// The header is read and parsed from br's buffer without consuming it,
+	// so that go-msgauth reads it from br again with no copy (its
+	// bufio.NewReader returns br itself); only a header too long for the
+	// buffer, or unusual line endings, take readHeader's copy.
+	var in io.Reader = br
+	fields, ok, err := peekHeader(br)
+	if err == nil && !ok {
+		var header []byte
+		header, fields, err = readHeader(br)
+		in = concat{bytes.NewReader(header), br}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +111,7 @@ func Verify(ctx context.Context, res TXTResolver, msg io.Reader) ([]Signature, e
 		return nil, nil
 	}
 
-	verifs, err := msgauth.VerifyWithOptions(concat{bytes.NewReader(header), br}, &msgauth.VerifyOptions{
+	verifs, err := msgauth.VerifyWithOptions(in, &msgauth.VerifyOptions{
 		LookupTXT: func(name string) ([]string, error) {
 			return res.LookupTXT(ctx, name)
 		},
@@ -218,17 +234,68 @@ func readHeader(br *bufio.Reader) ([]byte, []field, error) {
 			line = append(line, "\r\n"...)
 		}
 		raw.Write(line)
-		if (text[0] == ' ' || text[0] == '\t') && len(fields) > 0 {
-			fields[len(fields)-1].value += text
-		} else {
-			name, value, _ := strings.Cut(text, ":")
-			fields = append(fields, field{strings.TrimSpace(name), value})
-		}
+		fields = addLine(fields, text)
 		if err == io.EOF {
 			raw.WriteString("\r\n")
 			return raw.Bytes(), fields, nil
 		}
 	}
+}
+
+// addLine adds a line of a header, without its line ending, to fields: a
+// field of its own, or the continuation of the last one.
+func addLine(fields []field, text string) []field {
+	if (text[0] == ' ' || text[0] == '\t') && len(fields) > 0 {
+		fields[len(fields)-1].value += text
+		return fields
+	}
+	name, value, _ := strings.Cut(text, ":")
+	return append(fields, field{strings.TrimSpace(name), value})
+}
+
+// readers holds the buffered readers of Verify. Their buffer is large
+// enough for the header of nearly every message (peekHeader).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
+
+// peekHeader parses the header the way readHeader does, from br's buffer
+// and without consuming anything, when the whole header is there and ends
+// in an empty line of CRLF. ok is false when it is not (too long for the
+// buffer, a message that ends inside its header, an empty line of a bare
+// LF or of CRs): readHeader, which copies and mends such a header, is then
+// the way.
+func peekHeader(br *bufio.Reader) (fields []field, ok bool, err error) {
+	p, err := br.Peek(br.Size())
+	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+		// In the header or in the body: Peek read as far as it could.
+		return nil, false, fmt.Errorf("dkim: reading message: %w", err)
+	}
+	// Find the empty line first, so the header becomes a string once and
+	// its lines are substrings of it.
+	end := -1
+	for i := 0; i < len(p); {
+		n := bytes.IndexByte(p[i:], '\n')
+		if n < 0 {
+			return nil, false, nil
+		}
+		if len(bytes.TrimRight(p[i:i+n+1], "\r\n")) == 0 {
+			if n != 1 || p[i] != '\r' {
+				return nil, false, nil
+			}
+			end = i
+			break
+		}
+		i += n + 1
+	}
+	if end < 0 {
+		return nil, false, nil
+	}
+	header := string(p[:end])
+	for line := range strings.SplitSeq(header, "\n") {
+		if line != "" {
+			fields = addLine(fields, strings.TrimRight(line, "\r"))
+		}
+	}
+	return fields, true, nil
 }
 
 // concat reads head, then rest. Unlike io.MultiReader, whose WriteTo

@@ -1,8 +1,11 @@
 package dkim
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +141,41 @@ func FuzzVerify(f *testing.F) {
 			if len(s.BPrefix) > 8 {
 				t.Errorf("BPrefix %q", s.BPrefix)
 			}
+		}
+	})
+}
+
+// FuzzPeekHeader: when peekHeader finds the whole header in the buffer, it
+// parses the same fields as readHeader, the header readHeader would hand
+// go-msgauth is the message's own first bytes, and nothing is consumed.
+func FuzzPeekHeader(f *testing.F) {
+	f.Add(baseMsg, uint16(4096))
+	f.Add("A: 1\r\n  folded\r\nB:2\r\r\n\r\nbody", uint16(16))
+	f.Add("A: 1\n\nbody", uint16(64))
+	f.Add("A: 1\r\n\r\r\nB: 2\r\n\r\n", uint16(64))
+	f.Add(" lead\r\nA:\r\n\r\n", uint16(16))
+	f.Add("A: 1", uint16(64))
+	f.Fuzz(func(t *testing.T, msg string, size uint16) {
+		br := bufio.NewReaderSize(strings.NewReader(msg), int(size))
+		fields, ok, err := peekHeader(br)
+		if err != nil {
+			t.Fatalf("peekHeader: %v", err)
+		}
+		if !ok {
+			return
+		}
+		raw, want, err := readHeader(bufio.NewReader(strings.NewReader(msg)))
+		if err != nil {
+			t.Fatalf("readHeader: %v", err)
+		}
+		if !slices.Equal(fields, want) {
+			t.Errorf("peekHeader fields %q, readHeader's %q", fields, want)
+		}
+		if !strings.HasPrefix(msg, string(raw)) {
+			t.Errorf("readHeader mended the header to %q, but peekHeader hands go-msgauth the message as it is", raw)
+		}
+		if all, _ := io.ReadAll(br); string(all) != msg {
+			t.Errorf("after peekHeader the reader holds %q, want the whole message", all)
 		}
 	})
 }
