@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -60,8 +62,33 @@ func (s *faultyStore) last() logstore.Record {
 	return s.saved[len(s.saved)-1]
 }
 
+// syncBuffer is a bytes.Buffer for a log written by several sessions.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // startTestServer serves a milter on loopback with the given extra config.
 func startTestServer(t *testing.T, extra string, store Store) (*Server, string) {
+	t.Helper()
+	return startLoggingServer(t, extra, store, io.Discard)
+}
+
+// startLoggingServer is startTestServer with the daemon's log written to
+// out, as text.
+func startLoggingServer(t *testing.T, extra string, store Store, out io.Writer) (*Server, string) {
 	t.Helper()
 	cfg, err := policy.Parse("test", []byte(`hostname = "mx.example.com"
 [relay.sender_login]
@@ -74,7 +101,7 @@ domains = ["example.com"]
 		t.Fatal(err)
 	}
 	checker := &spf.Checker{Resolver: &resolver.Fake{TXT: map[string][]string{"sender.test": {"v=spf1 +all"}}}}
-	srv := NewServer(policy.NewEngine(cfg, checker), store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := NewServer(policy.NewEngine(cfg, checker), store, slog.New(slog.NewTextHandler(out, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -140,10 +167,12 @@ func sendMessage(t *testing.T, s *milter.ClientSession, from, rcpt string) *milt
 }
 
 // TestLogFailureTempfails: mail that cannot be logged is never accepted,
-// and the daemon recovers when the log works again.
+// the daemon's own log says so with the session and its client, and the
+// daemon recovers when the log works again.
 func TestLogFailureTempfails(t *testing.T) {
 	store := &faultyStore{}
-	_, addr := startTestServer(t, "", store)
+	var out syncBuffer
+	_, addr := startLoggingServer(t, "", store, &out)
 
 	for _, tt := range []struct {
 		name string
@@ -165,6 +194,15 @@ func TestLogFailureTempfails(t *testing.T) {
 				t.Errorf("reply %q; want 451 4.3.0", a.SMTPReply)
 			}
 		})
+	}
+	lines := regexp.MustCompile(`(?m)^.*msg="cannot write the transaction log".*$`).FindAllString(out.String(), -1)
+	if len(lines) < 3 {
+		t.Errorf("%d log lines about the failed saves, want one per session at least:\n%s", len(lines), out.String())
+	}
+	for _, l := range lines {
+		if !regexp.MustCompile(` session=\d+ client=192\.0\.2\.1 .*err="disk I/O error"`).MatchString(l) {
+			t.Errorf("log line without the session, its client or the error: %s", l)
+		}
 	}
 
 	store.set(nil, false)
