@@ -31,8 +31,10 @@
 #                         bin/mxguard, bin/mxguard-bench, bin/mxguard-testdns
 #
 #   BENCH_DIR          state dir (default /var/cache/mxguard-bench; emptied first)
-#   BENCH_DURATION     how long each run measures (default 5s)
-#   BENCH_WARMUP       sent first and not measured, each run (default 1s)
+#   BENCH_DURATION     how long each run measures (default 2s)
+#   BENCH_WARMUP       sent first and not measured, each run (default 500ms)
+#   BENCH_ROUNDS       runs of each milter, message and concurrency (default
+#                      3): the table has the median of each figure
 #   BENCH_CONCURRENCY  concurrent connections (default "1 8 64")
 #   BENCH_MILTERS      which contestants (default all: "noop mxguard opendkim
 #                      opendmarc mxguard+clamd clamav-milter")
@@ -50,14 +52,21 @@
 #   BENCH_HOLD         how long they are held (default 5s)
 #   BENCH_BIG          the big message's size (default 100MB)
 #
+# The milters compared at one message and concurrency run one after another,
+# in rounds (noop, mxguard, ..., then noop, mxguard, ... again), so that a
+# machine that is slower for a minute is slower for all of them: on shared
+# VMs the same binary's throughput drifts by a fifth or more within minutes.
+#
 # Everything it starts is stopped when it ends, however it ends. Each run is
-# bounded (BENCH_DURATION plus a minute); the default plan (60 runs, then
-# the memory tests, about half a minute) takes about eight minutes on 2 CPUs.
+# bounded (BENCH_DURATION plus a minute); the default plan (3 rounds of 60
+# runs, then the memory tests, about half a minute) takes about ten minutes
+# on 2 CPUs.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 BENCH_DIR=${BENCH_DIR:-/var/cache/mxguard-bench}
-BENCH_DURATION=${BENCH_DURATION:-5s}
+BENCH_DURATION=${BENCH_DURATION:-2s}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-1 8 64}
 BENCH_MILTERS=${BENCH_MILTERS:-noop mxguard opendkim opendmarc mxguard+clamd clamav-milter}
 BENCH_MESSAGES=${BENCH_MESSAGES:-plain-2k newsletter-30k attachment-1m eicar}
@@ -112,15 +121,21 @@ port_of() {
 	esac
 }
 
-# plan: the runs, "MILTER MESSAGE" per line. The content-free milters get no
-# EICAR (nothing in them looks at it); the virus milters get every message.
+# plan: the runs in their order, "MILTER MESSAGE CONCURRENCY ROUND" per
+# line: per message and concurrency, every milter once per round. The
+# content-free milters get no EICAR (nothing in them looks at it); the virus
+# milters get every message.
 plan() {
-	local m msg
+	local m msg c round
 	for msg in $BENCH_MESSAGES; do
 		case $msg in plain-2k | newsletter-30k | attachment-1m | eicar) ;; *) die "unknown message '$msg' in BENCH_MESSAGES" ;; esac
-		for m in $BENCH_MILTERS; do
-			case $m in mxguard+clamd | clamav-milter) ;; *) [ "$msg" = eicar ] && continue ;; esac
-			echo "$m $msg"
+		for c in $BENCH_CONCURRENCY; do
+			for round in $(seq "$BENCH_ROUNDS"); do
+				for m in $BENCH_MILTERS; do
+					case $m in mxguard+clamd | clamav-milter) ;; *) [ "$msg" = eicar ] && continue ;; esac
+					echo "$m $msg $c $round"
+				done
+			done
 		done
 	done
 }
@@ -367,14 +382,13 @@ clk_tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 bench_help=$("$BIN/mxguard-bench" -h 2>&1 || true)
 warmup=()
-[[ $bench_help == *-warmup* ]] && warmup=(-warmup "${BENCH_WARMUP:-1s}")
-runs=$(plan | wc -l)
-total=$((runs * $(echo "$BENCH_CONCURRENCY" | wc -w)))
-say "$total runs of $BENCH_DURATION each (milters: $BENCH_MILTERS; messages: $BENCH_MESSAGES; concurrency: $BENCH_CONCURRENCY)"
+[[ $bench_help == *-warmup* ]] && warmup=(-warmup "${BENCH_WARMUP:-500ms}")
+total=$(plan | wc -l)
+say "$total runs of $BENCH_DURATION each, in $BENCH_ROUNDS rounds (milters: $BENCH_MILTERS; messages: $BENCH_MESSAGES; concurrency: $BENCH_CONCURRENCY)"
 n=0
 : >"$RESULTS"
-while read -r m msg; do
-	for c in $BENCH_CONCURRENCY; do
+while read -r m msg c round; do
+	{
 		n=$((n + 1))
 		port=$(port_of "$m") pid=$(pid_of "$m") out=$STATE/runs/$n.json log=$STATE/runs/$n.log
 		# clamd's work is part of the virus milters' cost: its CPU is counted apart
@@ -384,22 +398,22 @@ while read -r m msg; do
 		timeout $((${dur_s%.*} + 60)) "$BIN/mxguard-bench" -addr "inet:127.0.0.1:$port" -c "$c" -d "$BENCH_DURATION" \
 			-per-conn 1 "${warmup[@]}" -msg "$(msgfile "$msg")" -from "$MAIL_FROM" -rcpt "$RCPT_TO" \
 			-client-ip "$CLIENT_IP" -client-name "$CLIENT_NAME" -helo "$CLIENT_NAME" -pid "$pid" \
-			-json -name "$m/$msg/c$c" >"$out" 2>"$log" || rc=$?
+			-json -name "$m/$msg/c$c/r$round" >"$out" 2>"$log" || rc=$?
 		engine_ms=null
 		if [ -n "$cpid" ]; then
 			engine_ms=$(awk -v a="$c0" -v b="$(cpu_ticks "$cpid")" -v t="$clk_tck" 'BEGIN { printf "%.1f", (b - a) * 1000 / t }')
 		fi
 		if [ "$rc" -ne 0 ] || ! jq -e . "$out" >/dev/null 2>&1; then
-			say "[$n/$total] $m $msg c=$c: mxguard-bench failed (exit $rc); $log:"
+			say "[$n/$total] $m $msg c=$c round $round: mxguard-bench failed (exit $rc); $log:"
 			tail -n 5 "$log" | sed 's/^/  | /' >&2
-			jq -nc --arg m "$m" --arg msg "$msg" --argjson c "$c" --arg err "exit $rc: $(tail -n 1 "$log")" \
-				'{milter: $m, message: $msg, concurrency: $c, failed: $err}' >>"$RESULTS"
+			jq -nc --arg m "$m" --arg msg "$msg" --argjson c "$c" --argjson r "$round" --arg err "exit $rc: $(tail -n 1 "$log")" \
+				'{milter: $m, message: $msg, concurrency: $c, round: $r, failed: $err}' >>"$RESULTS"
 			continue
 		fi
-		jq -c --arg m "$m" --arg msg "$msg" --argjson e "$engine_ms" \
-			'. + {milter: $m, message: $msg, engine_cpu_ms: $e}' "$out" >>"$RESULTS"
-		say "[$n/$total] $m $msg c=$c: $(jq -r '"\(.msgs_per_s | floor) msgs/s, p50 \(.p50_ms) ms, \(.errors) errors"' "$out")"
-	done
+		jq -c --arg m "$m" --arg msg "$msg" --argjson r "$round" --argjson e "$engine_ms" \
+			'. + {milter: $m, message: $msg, round: $r, engine_cpu_ms: $e}' "$out" >>"$RESULTS"
+		say "[$n/$total] $m $msg c=$c round $round: $(jq -r '"\(.msgs_per_s | floor) msgs/s, p50 \(.p50_ms) ms, \(.errors) errors"' "$out")"
+	}
 done < <(plan)
 
 # --- Memory. For each test, a fresh process of the milter (its own
@@ -449,28 +463,52 @@ if [ "$BENCH_IDLE" -gt 0 ] && [ ${#memory_milters[@]} -gt 0 ]; then
 	done
 fi
 
+# MERGE: the jq definitions that make one row of the runs of each milter,
+# message and concurrency (one per round): the median of each figure, the
+# range of msgs/s, and each round's msgs/s (by_round) for the ratios per
+# round; a failed run makes the row a failed one.
+MERGE='
+def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
+	else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+def median_or_null: if any(.[]; . == null) then null else median end;
+def merged: group_by([.milter, .message, .concurrency]) | map(
+	if any(.[]; .failed != null) then (map(select(.failed != null)) | .[0])
+	else {milter: .[0].milter, message: .[0].message, concurrency: .[0].concurrency, rounds: length,
+		msgs_per_s: (map(.msgs_per_s) | median),
+		msgs_min: (map(.msgs_per_s) | min), msgs_max: (map(.msgs_per_s) | max),
+		p50_ms: (map(.p50_ms) | median), p99_ms: (map(.p99_ms) | median),
+		rss_peak_mib: (map(.rss_peak_mib) | if any(.[]; . == null) then null else max end),
+		cpu_ms_per_1000: (map(.cpu_ms_per_1000) | median_or_null),
+		engine_ms_per_msg: (map(if .engine_cpu_ms == null or .messages == 0 then null else .engine_cpu_ms / .messages end) | median_or_null),
+		errors: (map(.errors) | add), messages: (map(.messages) | add),
+		actions: (map(.actions // {} | to_entries) | add | group_by(.key) | map({key: .[0].key, value: (map(.value) | add)}) | from_entries),
+		by_round: (map({key: (.round | tostring), value: .msgs_per_s}) | from_entries)}
+	end);
+'
+
 # --- The table. Each peer (and the no-op milter) is compared with the
 # mxguard that does its work: mxguard+clamd for clamav-milter, mxguard for
 # the others; the last column is mxguard's msgs/s divided by the row's.
 report() {
-	jq -rs '
+	jq -rs "$MERGE"'
 	def r($x): if $x == null then "-" else ($x * 10 | round / 10 | tostring) end;
 	def r2($x): if $x == null then "-" else ($x * 100 | round / 100 | tostring) end;
 	def morder: {"plain-2k": 0, "newsletter-30k": 1, "attachment-1m": 2, "eicar": 3}[.] // 9;
 	def order: {"noop": 0, "mxguard": 1, "opendkim": 2, "opendmarc": 3, "mxguard+clamd": 4, "clamav-milter": 5}[.] // 9;
 	def ours: if . == "clamav-milter" then "mxguard+clamd" elif . == "mxguard" or . == "mxguard+clamd" then null else "mxguard" end;
-	. as $all
+	merged as $all
 	| ($all | map(select(.failed == null))) as $ok
 	| def find($m; $msg; $c): ($ok | map(select(.milter == $m and .message == $msg and .concurrency == $c)) | .[0]);
-	["milter", "message", "c", "msgs/s", "p50 ms", "p99 ms", "peak RSS MiB", "CPU ms/msg", "+clamd", "errors", "actions", "mxguard/this"],
+	["milter", "message", "c", "msgs/s", "range", "p50 ms", "p99 ms", "peak RSS MiB", "CPU ms/msg", "+clamd", "errors", "actions", "mxguard/this"],
 	($all | sort_by([(.message | morder), (.milter | order), .concurrency])[]
-	| if .failed then [.milter, .message, (.concurrency | tostring), "FAILED", "", "", "", "", "", "", .failed, ""]
+	| if .failed then [.milter, .message, (.concurrency | tostring), "FAILED", "", "", "", "", "", "", "", .failed, ""]
 	  else
 	  . as $row
 	  | ((.milter | ours) as $o | if $o then find($o; $row.message; $row.concurrency) else null end) as $mx
-	  | [.milter, .message, (.concurrency | tostring), r(.msgs_per_s), r2(.p50_ms), r2(.p99_ms), r(.rss_peak_mib),
+	  | [.milter, .message, (.concurrency | tostring), r(.msgs_per_s), "\(.msgs_min | floor)-\(.msgs_max | floor)",
+	     r2(.p50_ms), r2(.p99_ms), r(.rss_peak_mib),
 	     r2(if .cpu_ms_per_1000 == null then null else .cpu_ms_per_1000 / 1000 end),
-	     r2(if .engine_cpu_ms == null or .messages == 0 then null else .engine_cpu_ms / .messages end),
+	     r2(.engine_ms_per_msg),
 	     (.errors | tostring),
 	     ((.actions // {}) | to_entries | map(select(.value > 0) | "\(.key):\(.value)") | join(" ")),
 	     (if $mx and .msgs_per_s > 0 then r2($mx.msgs_per_s / .msgs_per_s) + "x" else "" end)]
@@ -482,17 +520,20 @@ report() {
 # milter gets). Throughput is each milter's best msgs/s over the
 # concurrencies run.
 targets() {
-	jq -rs '
+	jq -rs "$MERGE"'
 	def r2($x): ($x * 100 | round / 100 | tostring);
 	def pf($ok): if $ok then "PASS" else "MISS" end;
-	map(select(.failed == null and .message == "newsletter-30k")) as $ok
+	# the ratio of $a to $b in each round both ran, as text
+	def rounds($a; $b): [$a.by_round | keys[] | select($b.by_round[.] != null and $b.by_round[.] > 0)
+		| $a.by_round[.] / $b.by_round[.]] | if length > 1 then "; rounds: " + (map(r2(.)) | join(", ")) else "" end;
+	merged | map(select(.failed == null and .message == "newsletter-30k")) as $ok
 	| def at($m; $c): ($ok | map(select(.milter == $m and .concurrency == $c)) | .[0]);
 	  def best($m): ($ok | map(select(.milter == $m)) | max_by(.msgs_per_s));
 	  def line($name; $have; $want; $text): if $have == null then "  -     \($name): not measured" else "  \(pf($have >= $want))  \($name): \($text)" end;
 	(at("mxguard"; 64)) as $mx64 | (at("noop"; 64)) as $noop64 | (at("mxguard"; 1)) as $mx1
-	| "targets (newsletter-30k; throughput = best msgs/s over the concurrencies run):",
+	| "targets (newsletter-30k; medians over the rounds; throughput = best msgs/s over the concurrencies run):",
 	  (if $mx64 and $noop64 then line("mxguard >= 60% of the no-op milter at c=64"; $mx64.msgs_per_s / $noop64.msgs_per_s; 0.6;
-	     "\(r2($mx64.msgs_per_s / $noop64.msgs_per_s * 100))% (\($mx64.msgs_per_s | floor) vs \($noop64.msgs_per_s | floor) msgs/s)")
+	     "\(r2($mx64.msgs_per_s / $noop64.msgs_per_s * 100))% (\($mx64.msgs_per_s | floor) vs \($noop64.msgs_per_s | floor) msgs/s\(rounds($mx64; $noop64)))")
 	   else line("mxguard >= 60% of the no-op milter at c=64"; null; 0; "") end),
 	  (if $mx1 then (if $mx1.p50_ms < 2 then "  PASS" else "  MISS" end) + "  mxguard p50 at c=1 < 2 ms: \(r2($mx1.p50_ms)) ms"
 	   else "  -     mxguard p50 at c=1 < 2 ms: not measured" end),
@@ -500,7 +541,7 @@ targets() {
 	  | (best($peer)) as $p | (best($ours)) as $m
 	  | if $p and $m and $p.msgs_per_s > 0 then
 	      line("\($ours) >= \($want)x \($peer)"; $m.msgs_per_s / $p.msgs_per_s; $want;
-	        "\(r2($m.msgs_per_s / $p.msgs_per_s))x (\($m.msgs_per_s | floor) msgs/s at c=\($m.concurrency) vs \($p.msgs_per_s | floor) at c=\($p.concurrency))")
+	        "\(r2($m.msgs_per_s / $p.msgs_per_s))x (\($m.msgs_per_s | floor) msgs/s at c=\($m.concurrency) vs \($p.msgs_per_s | floor) at c=\($p.concurrency)\(rounds($m; $p)))")
 	    else line("\($ours) >= \($want)x \($peer)"; null; 0; "") end' "$RESULTS"
 }
 
@@ -551,7 +592,7 @@ surprises() {
 		or .errors > 0
 		or ((.actions // {}) | with_entries(select(.value > 0)) | keys) != [if .message == "eicar" then "reject" else "accept" end]))
 	| if length == 0 then "every run: no errors, and the expected action for every message (accept; reject for EICAR)"
-	  else "surprises:", (.[] | "  \(.milter) \(.message) c=\(.concurrency): " +
+	  else "surprises:", (.[] | "  \(.milter) \(.message) c=\(.concurrency) round \(.round): " +
 		(if .failed then .failed else "\(.errors) errors, actions \(.actions // {} | with_entries(select(.value > 0)) | tojson)" +
 		 (if (.first_error // "") != "" then ", first error: \(.first_error)" else "" end) end))
 	  end' "$RESULTS"
@@ -560,6 +601,8 @@ surprises() {
 {
 	echo
 	echo "mxguard $("$BIN/mxguard" version | cut -d' ' -f2-) and its peers, one message per connection, $BENCH_DURATION per run, $(nproc) CPUs."
+	echo "Each row: the median of $BENCH_ROUNDS runs, the milters of one message and concurrency taking turns; range: msgs/s of"
+	echo "the slowest and the fastest run."
 	echo "Client $CLIENT_IP, MAIL FROM $MAIL_FROM, RCPT TO $RCPT_TO; DNS $BENCH_DNS:53 ($CORPUS/zone.txt)."
 	echo "RSS and CPU are the milter process's; +clamd is clamd's CPU ms per message, apart. mxguard/this: mxguard's"
 	echo "msgs/s over the row's (mxguard+clamd's for clamav-milter). opendkim and opendmarc skip bodies they do not need"
