@@ -1,6 +1,7 @@
 package clamd
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -10,17 +11,15 @@ import (
 	"testing"
 )
 
-// Over a unix socket a message of known size up to maxPassed is passed as
-// a file (FILDES): what clamd receives is the commands, then one byte with
-// a descriptor of a file holding the whole message. Larger messages, and
-// messages of unknown size, are streamed.
+// Over a unix socket a message of known size is passed as a file (FILDES):
+// what clamd receives is the commands, then one byte with a descriptor of
+// a file holding the whole message, in memory up to maxInMemory bytes and
+// in the temporary directory beyond, where it leaves nothing behind.
+// Messages of unknown size are streamed.
 func TestScanPassesFile(t *testing.T) {
 	checkNoLeak(t)
-	type received struct {
-		cmds    string
-		content string
-		err     error
-	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
 	got := make(chan received, 1)
 	sock := filepath.Join(t.TempDir(), "clamd.sock")
 	l, err := net.Listen("unix", sock)
@@ -45,25 +44,46 @@ func TestScanPassesFile(t *testing.T) {
 
 	c := &Client{Address: "unix:" + sock}
 	defer c.Close()
-	msg := "Subject: hello\r\n\r\n" + strings.Repeat("body ", 1000)
-	if ev := c.Scan(t.Context(), strings.NewReader(msg), int64(len(msg))); ev.Result != Clean {
-		t.Fatalf("Scan = %+v, want Clean", ev)
+	for _, tt := range []struct {
+		name     string
+		size     int
+		inMemory bool
+	}{
+		{"small", 5000, true},
+		{"at the limit", maxInMemory, true},
+		{"large", maxInMemory + 1, false},
+	} {
+		head := "Subject: hello\r\n\r\n"
+		msg := head + strings.Repeat("x", tt.size-len(head))
+		if ev := c.Scan(t.Context(), strings.NewReader(msg), int64(len(msg))); ev.Result != Clean {
+			t.Fatalf("%s: Scan = %+v, want Clean", tt.name, ev)
+		}
+		r := <-got
+		if r.err != nil || r.cmds != "zIDSESSION\x00zFILDES\x00" || r.content != msg {
+			t.Errorf("%s: clamd got commands %q and a file of %d bytes (%v); want the commands and the %d-byte message",
+				tt.name, r.cmds, len(r.content), r.err, len(msg))
+		}
+		if memfd := strings.HasPrefix(r.path, "/memfd:"); memfd != tt.inMemory {
+			t.Errorf("%s: the %d-byte message was passed in %s; want it in memory: %v", tt.name, len(msg), r.path, tt.inMemory)
+		}
+		if left, _ := os.ReadDir(tmp); len(left) != 0 {
+			t.Errorf("%s: %d files left in the temporary directory", tt.name, len(left))
+		}
 	}
-	r := <-got
-	if r.err != nil || r.cmds != "zIDSESSION\x00zFILDES\x00" || r.content != msg {
-		t.Errorf("clamd got commands %q and a file of %d bytes (%v); want the commands and the %d-byte message",
-			r.cmds, len(r.content), r.err, len(msg))
-	}
+}
+
+// received is what a fake clamd received for FILDES.
+type received struct {
+	cmds    string
+	content string
+	path    string // what the descriptor's link in /proc says it is
+	err     error
 }
 
 // receiveFile reads what a client sends for FILDES on a new session: the
 // commands, then the byte that carries the descriptor, and the file's
 // content.
-func receiveFile(conn *net.UnixConn) (r struct {
-	cmds    string
-	content string
-	err     error
-}) {
+func receiveFile(conn *net.UnixConn) (r received) {
 	cmds := make([]byte, len("zIDSESSION\x00zFILDES\x00"))
 	if _, r.err = io.ReadFull(conn, cmds); r.err != nil {
 		return r
@@ -87,6 +107,7 @@ func receiveFile(conn *net.UnixConn) (r struct {
 	}
 	f := os.NewFile(uintptr(fds[0]), "passed")
 	defer f.Close()
+	r.path, _ = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fds[0]))
 	content, err := io.ReadAll(f)
 	r.content, r.err = string(content), err
 	return r

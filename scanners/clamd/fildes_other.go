@@ -11,7 +11,7 @@ import (
 // Outside Linux there is no memfd_create: messages are always streamed
 // (passFile checks errNoDescriptors first).
 
-func messageFile(io.Reader) (*os.File, error, error) { return nil, nil, errNoDescriptors }
+func messageFile(io.Reader, int64) (*os.File, error, error) { return nil, nil, errNoDescriptors }
 
 func sendDescriptor(net.Conn, *os.File) error { return errNoDescriptors }
 
