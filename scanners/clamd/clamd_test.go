@@ -42,6 +42,13 @@ func eicarAttached() string {
 		base64.StdEncoding.EncodeToString([]byte(eicar())) + "\r\n--b1--\r\n"
 }
 
+// eicarAttachedLarge is eicarAttached after 2 MiB of text: over the
+// unix socket it goes to clamd in a file on disk, not in memory.
+func eicarAttachedLarge() string {
+	text := strings.Repeat("All work and no play makes Jack a dull boy.\r\n", 2<<20/46)
+	return strings.Replace(eicarAttached(), "See the attachment.\r\n", text, 1)
+}
+
 func eicarInBody() string {
 	return "From: alice@example.com\r\nTo: bob@example.net\r\nSubject: test\r\n\r\n" + eicar() + "\r\n"
 }
@@ -64,6 +71,7 @@ func TestScanRealClamd(t *testing.T) {
 		{"EICAR in the body", eicarInBody(), 0, Infected, eicarSignature},
 		{"EICAR alone", eicar(), 0, Infected, eicarSignature},
 		{"EICAR across 7-byte chunks", eicarAttached(), 7, Infected, eicarSignature},
+		{"EICAR attached after 2 MiB", eicarAttachedLarge(), 0, Infected, eicarSignature},
 		{"empty", "", 0, Clean, ""},
 	}
 	for kind, addr := range addrs {
