@@ -31,7 +31,7 @@ func FromDomains(fromValues []string) ([]string, error) {
 	}
 	// Unfold (RFC 5322 section 2.2.3): the parser does not take line
 	// breaks as white space.
-	value := strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(fromValues[0])
+	value := unfolder.Replace(fromValues[0])
 	if strings.TrimSpace(value) == "" {
 		return nil, fmt.Errorf("%w: empty", ErrBadFrom)
 	}
@@ -67,3 +67,7 @@ func validDomain(domain string) bool {
 	}
 	return true
 }
+
+// unfolder removes line breaks; made once, as a Replacer builds its tables
+// on first use.
+var unfolder = strings.NewReplacer("\r\n", "", "\n", "", "\r", "")
