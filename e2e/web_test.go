@@ -18,13 +18,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/mxguard/mxguard/internal/syncbuf"
 )
 
 // outEnv names a directory for what the tests leave to be looked at: the
@@ -210,21 +211,12 @@ type webConsole struct {
 	bin, cfg string
 	url      string // "http://127.0.0.1:PORT"
 
-	mu     sync.Mutex
-	output bytes.Buffer
+	output syncbuf.Buffer
 }
 
-func (c *webConsole) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.output.Write(p)
-}
+func (c *webConsole) Write(p []byte) (int, error) { return c.output.Write(p) }
 
-func (c *webConsole) log() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.output.String()
-}
+func (c *webConsole) log() string { return c.output.String() }
 
 var consoleListening = regexp.MustCompile(`msg="web console listening" url=(http://127\.0\.0\.1:\d+)/`)
 
@@ -384,7 +376,7 @@ func newBrowser(t *testing.T, base string) *browser {
 	t.Logf("screenshots: %s", shots)
 
 	life, cancelLife := context.WithTimeout(context.Background(), browserTimeout)
-	chromeOut := &lockedBuffer{}
+	chromeOut := &syncbuf.Buffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
 		chromedp.NoSandbox,
@@ -409,25 +401,6 @@ func newBrowser(t *testing.T, base string) *browser {
 		t.Fatalf("starting %s: %v\n%s", path, err, chromeOut.String())
 	}
 	return &browser{t: t, ctx: ctx, base: base, shots: shots}
-}
-
-// lockedBuffer collects Chromium's output, which chromedp copies from
-// another goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // step runs f with a context that ends after stepTimeout.

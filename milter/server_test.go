@@ -1,7 +1,6 @@
 package milter
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/d--j/go-milter"
 
+	"github.com/mxguard/mxguard/internal/syncbuf"
 	"github.com/mxguard/mxguard/logstore"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/scanners/resolver"
@@ -60,24 +60,6 @@ func (s *faultyStore) last() logstore.Record {
 		return logstore.Record{}
 	}
 	return s.saved[len(s.saved)-1]
-}
-
-// syncBuffer is a bytes.Buffer for a log written by several sessions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startTestServer serves a milter on loopback with the given extra config.
@@ -171,7 +153,7 @@ func sendMessage(t *testing.T, s *milter.ClientSession, from, rcpt string) *milt
 // daemon recovers when the log works again.
 func TestLogFailureTempfails(t *testing.T) {
 	store := &faultyStore{}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	_, addr := startLoggingServer(t, "", store, &out)
 
 	for _, tt := range []struct {

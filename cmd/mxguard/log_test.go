@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -10,10 +9,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/syncbuf"
 	"github.com/mxguard/mxguard/logstore"
 )
 
@@ -474,25 +473,6 @@ func TestLogStats(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that a command writes in one goroutine
-// while the test reads in another.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestLogSearchFollow(t *testing.T) {
 	old := followEvery
 	followEvery = 50 * time.Millisecond
@@ -504,7 +484,7 @@ func TestLogSearchFollow(t *testing.T) {
 			if format == "table" {
 				// Nothing matches yet: the header shows it is running.
 				ctx, cancel := context.WithCancel(t.Context())
-				var stdout syncBuffer
+				var stdout syncbuf.Buffer
 				done := make(chan int)
 				go func() {
 					done <- logSearch(ctx, []string{"-config", cfg, "-follow", "-from", "nobody@x.test"}, &stdout, io.Discard)
@@ -520,7 +500,7 @@ func TestLogSearchFollow(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			var stdout, stderr syncBuffer
+			var stdout, stderr syncbuf.Buffer
 			exit := make(chan int, 1)
 			go func() {
 				exit <- logSearch(ctx, []string{"-config", cfg, "-follow", "-from", "@sender.test", "-limit", "1", "-format", format}, &stdout, &stderr)

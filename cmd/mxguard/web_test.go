@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/syncbuf"
 	"github.com/mxguard/mxguard/logstore"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/quarantine"
@@ -126,7 +127,7 @@ func TestWebCommand(t *testing.T) {
 	t.Cleanup(func() { newMTA = old })
 
 	ctx, cancel := context.WithCancel(t.Context())
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- webMain(ctx, []string{"-config", cfg, "-listen", "127.0.0.1:0", "-postfix-config", "/etc/postfix-out"}, io.Discard, &stderr)
