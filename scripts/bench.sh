@@ -388,32 +388,30 @@ say "$total runs of $BENCH_DURATION each, in $BENCH_ROUNDS rounds (milters: $BEN
 n=0
 : >"$RESULTS"
 while read -r m msg c round; do
-	{
-		n=$((n + 1))
-		port=$(port_of "$m") pid=$(pid_of "$m") out=$STATE/runs/$n.json log=$STATE/runs/$n.log
-		# clamd's work is part of the virus milters' cost: its CPU is counted apart
-		cpid="" c0=0
-		case $m in mxguard+clamd | clamav-milter) cpid=$(clamd_pid) && c0=$(cpu_ticks "$cpid") ;; esac
-		rc=0
-		timeout $((${dur_s%.*} + 60)) "$BIN/mxguard-bench" -addr "inet:127.0.0.1:$port" -c "$c" -d "$BENCH_DURATION" \
-			-per-conn 1 "${warmup[@]}" -msg "$(msgfile "$msg")" -from "$MAIL_FROM" -rcpt "$RCPT_TO" \
-			-client-ip "$CLIENT_IP" -client-name "$CLIENT_NAME" -helo "$CLIENT_NAME" -pid "$pid" \
-			-json -name "$m/$msg/c$c/r$round" >"$out" 2>"$log" || rc=$?
-		engine_ms=null
-		if [ -n "$cpid" ]; then
-			engine_ms=$(awk -v a="$c0" -v b="$(cpu_ticks "$cpid")" -v t="$clk_tck" 'BEGIN { printf "%.1f", (b - a) * 1000 / t }')
-		fi
-		if [ "$rc" -ne 0 ] || ! jq -e . "$out" >/dev/null 2>&1; then
-			say "[$n/$total] $m $msg c=$c round $round: mxguard-bench failed (exit $rc); $log:"
-			tail -n 5 "$log" | sed 's/^/  | /' >&2
-			jq -nc --arg m "$m" --arg msg "$msg" --argjson c "$c" --argjson r "$round" --arg err "exit $rc: $(tail -n 1 "$log")" \
-				'{milter: $m, message: $msg, concurrency: $c, round: $r, failed: $err}' >>"$RESULTS"
-			continue
-		fi
-		jq -c --arg m "$m" --arg msg "$msg" --argjson r "$round" --argjson e "$engine_ms" \
-			'. + {milter: $m, message: $msg, round: $r, engine_cpu_ms: $e}' "$out" >>"$RESULTS"
-		say "[$n/$total] $m $msg c=$c round $round: $(jq -r '"\(.msgs_per_s | floor) msgs/s, p50 \(.p50_ms) ms, \(.errors) errors"' "$out")"
-	}
+	n=$((n + 1))
+	port=$(port_of "$m") pid=$(pid_of "$m") out=$STATE/runs/$n.json log=$STATE/runs/$n.log
+	# clamd's work is part of the virus milters' cost: its CPU is counted apart
+	cpid="" c0=0
+	case $m in mxguard+clamd | clamav-milter) cpid=$(clamd_pid) && c0=$(cpu_ticks "$cpid") ;; esac
+	rc=0
+	timeout $((${dur_s%.*} + 60)) "$BIN/mxguard-bench" -addr "inet:127.0.0.1:$port" -c "$c" -d "$BENCH_DURATION" \
+		-per-conn 1 "${warmup[@]}" -msg "$(msgfile "$msg")" -from "$MAIL_FROM" -rcpt "$RCPT_TO" \
+		-client-ip "$CLIENT_IP" -client-name "$CLIENT_NAME" -helo "$CLIENT_NAME" -pid "$pid" \
+		-json -name "$m/$msg/c$c/r$round" >"$out" 2>"$log" || rc=$?
+	engine_ms=null
+	if [ -n "$cpid" ]; then
+		engine_ms=$(awk -v a="$c0" -v b="$(cpu_ticks "$cpid")" -v t="$clk_tck" 'BEGIN { printf "%.1f", (b - a) * 1000 / t }')
+	fi
+	if [ "$rc" -ne 0 ] || ! jq -e . "$out" >/dev/null 2>&1; then
+		say "[$n/$total] $m $msg c=$c round $round: mxguard-bench failed (exit $rc); $log:"
+		tail -n 5 "$log" | sed 's/^/  | /' >&2
+		jq -nc --arg m "$m" --arg msg "$msg" --argjson c "$c" --argjson r "$round" --arg err "exit $rc: $(tail -n 1 "$log")" \
+			'{milter: $m, message: $msg, concurrency: $c, round: $r, failed: $err}' >>"$RESULTS"
+		continue
+	fi
+	jq -c --arg m "$m" --arg msg "$msg" --argjson r "$round" --argjson e "$engine_ms" \
+		'. + {milter: $m, message: $msg, round: $r, engine_cpu_ms: $e}' "$out" >>"$RESULTS"
+	say "[$n/$total] $m $msg c=$c round $round: $(jq -r '"\(.msgs_per_s | floor) msgs/s, p50 \(.p50_ms) ms, \(.errors) errors"' "$out")"
 done < <(plan)
 
 # --- Memory. For each test, a fresh process of the milter (its own
