@@ -296,7 +296,8 @@ func (c *Client) send(s *session, r io.Reader) (tooLarge bool, readErr, writeErr
 // 14.8 to 6.1 ms for a 1.4 MB attachment (make bench, 64 sessions). The
 // file is in memory up to maxInMemory bytes, and in the temporary
 // directory beyond. clamd's answers name the descriptor: "fd[12]: OK".
-// clamd's StreamMaxLength does not apply to a file; MaxSize still does.
+// clamd's StreamMaxLength does not apply to a file; MaxFileSize and
+// MaxScanSize still do (docs/config.md, virus.max_size).
 const maxInMemory = 1 << 20
 
 var errNoDescriptors = errors.New("clamd: this system cannot pass a file to clamd")
